@@ -33,7 +33,9 @@ def replay(name: str) -> Iterator[Replay]:
     rec = Replay()
     my_vcr = vcr.VCR(record_mode="none")
     my_vcr.register_matcher("capture", rec.match)
-    with my_vcr.use_cassette(str(CASSETTES / f"{name}.yaml"), match_on=["method", "path", "capture"]):
+    with my_vcr.use_cassette(
+        str(CASSETTES / f"{name}.yaml"), match_on=["method", "path", "capture"]
+    ):
         yield rec
 
 

@@ -10,13 +10,13 @@ from conftest import DIFY_URL, replay
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from dify_lc import ChatDify, DifyClient
-from dify_lc.protocol.dify import Request
 from dify_lc.errors import (
     AuthenticationError,
     BadRequestError,
     DifyLCError,
     NotFoundError,
 )
+from dify_lc.protocol.dify import Request
 
 ANSWER = "Hello! This is a mocked gpt-4o reply from the LiteLLM proxy."
 KEY = "app-cassette-key-0123456789abcdef"
