@@ -316,10 +316,10 @@ class Endpoint:
                 if deadline is not None and time.monotonic() > deadline:
                     raise self._timed_out()
                 yield sse.event, sse.data
+        except SSEError as exc:  # subclasses httpx.TransportError: catch it first
+            raise self._not_a_stream(response, exc) from exc
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.backend, self.idempotent) from exc
-        except SSEError as exc:
-            raise self._not_a_stream(response, exc) from exc
         except UnicodeDecodeError as exc:
             raise ProtocolError("stream is not valid UTF-8", backend=self.backend) from exc
 
@@ -372,10 +372,10 @@ class Endpoint:
                 if deadline is not None and time.monotonic() > deadline:
                     raise self._timed_out()
                 yield sse.event, sse.data
+        except SSEError as exc:  # subclasses httpx.TransportError: catch it first
+            raise self._not_a_stream(response, exc) from exc
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.backend, self.idempotent) from exc
-        except SSEError as exc:
-            raise self._not_a_stream(response, exc) from exc
         except UnicodeDecodeError as exc:
             raise ProtocolError("stream is not valid UTF-8", backend=self.backend) from exc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Literal
 
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import ConfigDict, Field, SecretStr
@@ -127,7 +128,12 @@ class DifyWorkflow(HTTPSettings, RunnableSerializable[dict[str, Any], dict[str, 
 
     # ------------------------------------------------------------------ invoke
 
-    def _run(self, inputs: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+    def _run(
+        self,
+        inputs: dict[str, Any],
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> dict[str, Any]:
         call = self._prepare(inputs, config, stream=False)
         if not call.streaming:
             body = self._driver.blocking(call)
@@ -136,7 +142,12 @@ class DifyWorkflow(HTTPSettings, RunnableSerializable[dict[str, Any], dict[str, 
             pass
         return self._outputs(call)
 
-    async def _arun(self, inputs: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+    async def _arun(
+        self,
+        inputs: dict[str, Any],
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> dict[str, Any]:
         call = self._prepare(inputs, config, stream=False)
         if not call.streaming:
             body = await self._driver.ablocking(call)
@@ -160,7 +171,10 @@ class DifyWorkflow(HTTPSettings, RunnableSerializable[dict[str, Any], dict[str, 
     # ------------------------------------------------------------------ stream
 
     def _stream_items(
-        self, inputs: Iterator[dict[str, Any]], config: RunnableConfig
+        self,
+        inputs: Iterator[dict[str, Any]],
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
     ) -> Iterator[dict[str, Any]]:
         for item in inputs:
             call = self._prepare(item, config, stream=True)
@@ -168,7 +182,10 @@ class DifyWorkflow(HTTPSettings, RunnableSerializable[dict[str, Any], dict[str, 
                 yield self._item(call, out)
 
     async def _astream_items(
-        self, inputs: AsyncIterator[dict[str, Any]], config: RunnableConfig
+        self,
+        inputs: AsyncIterator[dict[str, Any]],
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
     ) -> AsyncIterator[dict[str, Any]]:
         async for item in inputs:
             call = self._prepare(item, config, stream=True)

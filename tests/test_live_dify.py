@@ -425,3 +425,18 @@ def test_workflow_rejects_non_dict_input(server: FakeDify) -> None:
     with pytest.raises(InputError):
         workflow(server).invoke("not a dict")  # type: ignore[arg-type]
     assert server.requests == []
+
+
+def test_stream_answered_with_json_is_a_protocol_error() -> None:
+    import httpx
+
+    from dify_lc.errors import ProtocolError
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"answer": "not a stream"})
+
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    m = ChatDify(api_key=KEY, base_url="http://127.0.0.1:1/v1", http_client=client, max_retries=0)
+    with pytest.raises(ProtocolError, match="event stream"):
+        m.invoke("hi")
+    assert not client.is_closed  # a client the user brought is theirs to close

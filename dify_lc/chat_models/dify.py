@@ -28,7 +28,7 @@ from dify_lc.protocol.events import AnswerReplaced, NodeEvent, StreamEnd, TextDe
 __all__ = ["ChatDify"]
 
 # Per-call settings that may also come from ``config["configurable"]``.
-_CALL_KEYS = ("conversation_id", "user", "inputs", "files")
+_CALL_KEYS = ("conversation_id", "user", "inputs", "files", "response_mode")
 
 
 class ChatDify(HTTPChatModel):
@@ -50,6 +50,9 @@ class ChatDify(HTTPChatModel):
     history is folded into the query (``history="fold"``) or only the last human message is
     sent (``history="last"``). The id of the conversation used comes back in
     ``response_metadata["conversation_id"]``.
+
+    Per call (keyword argument or ``config["configurable"]``): ``conversation_id``, ``user``,
+    ``inputs`` (merged over the instance's), ``files`` and ``response_mode``.
 
     Model parameters (temperature, max_tokens, stop) are owned by the Dify app's own settings;
     they are accepted for LangChain compatibility and reported in traces, but not sent.
@@ -197,8 +200,11 @@ class ChatDify(HTTPChatModel):
             query = text
         else:
             query = get_buffer_string(messages)
+        response_mode = kwargs.get("response_mode") or self.response_mode
+        if response_mode not in ("streaming", "blocking"):
+            raise InputError("response_mode must be 'streaming' or 'blocking'")
         mode: proto.ResponseMode = (
-            "streaming" if stream or self.response_mode == "streaming" else "blocking"
+            "streaming" if stream or response_mode == "streaming" else "blocking"
         )
         if self.app_type == "completion":
             request = proto.completion_request(
@@ -279,7 +285,7 @@ class ChatDify(HTTPChatModel):
         message = AIMessage(
             content=answer.answer,
             response_metadata=metadata,
-            usage_metadata=answer.usage.to_metadata() if answer.usage else None,  # type: ignore[arg-type]
+            usage_metadata=answer.usage.to_metadata() if answer.usage else None,
             id=answer.message_id,
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
@@ -301,7 +307,7 @@ class ChatDify(HTTPChatModel):
         message = AIMessage(
             content=state.text,
             response_metadata=self._end_metadata(call, end),
-            usage_metadata=end.usage.to_metadata() if end and end.usage else None,  # type: ignore[arg-type]
+            usage_metadata=end.usage.to_metadata() if end and end.usage else None,
             id=state.message_id,
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
@@ -349,7 +355,7 @@ class ChatDify(HTTPChatModel):
                 message=AIMessageChunk(
                     content="",
                     response_metadata=self._end_metadata(call, out),
-                    usage_metadata=out.usage.to_metadata() if out.usage else None,  # type: ignore[arg-type]
+                    usage_metadata=out.usage.to_metadata() if out.usage else None,
                     chunk_position="last",
                 )
             )

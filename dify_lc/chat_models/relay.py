@@ -242,7 +242,7 @@ class ChatRelay(HTTPChatModel):
                 usage=answer.usage,
                 extra=extra,
             ),
-            usage_metadata=answer.usage.to_metadata() if answer.usage else None,  # type: ignore[arg-type]
+            usage_metadata=answer.usage.to_metadata() if answer.usage else None,
             id=answer.id,
         )
         return ChatResult(generations=[ChatGeneration(message=message)])
@@ -261,7 +261,7 @@ class ChatRelay(HTTPChatModel):
                     usage=end.usage,
                     extra=end.metadata,
                 ),
-                usage_metadata=end.usage.to_metadata() if end.usage else None,  # type: ignore[arg-type]
+                usage_metadata=end.usage.to_metadata() if end.usage else None,
                 chunk_position="last",
             )
         )

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langchain_core.messages.ai import UsageMetadata
 
 __all__ = [
     "AnswerReplaced",
@@ -32,7 +35,7 @@ class Usage:
     latency: float | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
-    def to_metadata(self) -> dict[str, Any]:
+    def to_metadata(self) -> UsageMetadata:
         """LangChain ``usage_metadata`` (tokens only)."""
         return {
             "input_tokens": self.input_tokens,
