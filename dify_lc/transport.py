@@ -176,6 +176,8 @@ class Endpoint:
             client = self._client = httpx.Client(
                 limits=self._limits, verify=self._verify, trust_env=True
             )
+            # Pooled sockets are closed when the endpoint (i.e. its model) is collected.
+            weakref.finalize(self, client.close)
         return client
 
     def _async_client(self) -> httpx.AsyncClient:

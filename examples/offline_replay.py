@@ -12,9 +12,9 @@ DIFY_BASE_URL (and RELAY_API_KEY / RELAY_BASE_URL) and dropping the ``replay`` b
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import vcr
 from langchain_core.output_parsers import StrOutputParser
