@@ -125,6 +125,13 @@ class DifyClient:
             proto.feedback_request(message_id, user=user, rating=rating, content=content)
         )
 
+    def get_suggested(self, message_id: str, *, user: str) -> Any:
+        """Suggested follow-up questions for a message."""
+        return self.send(proto.get_suggested_request(message_id, user=user))
+
+    async def aget_suggested(self, message_id: str, *, user: str) -> Any:
+        return await self.asend(proto.get_suggested_request(message_id, user=user))
+
     def get_parameters(self) -> Any:
         """The app's input form, opening statement and feature switches."""
         return self.send(proto.get_parameters_request())

@@ -218,3 +218,30 @@ async def test_client_async_twins() -> None:
     assert "name" in renamed
     with replay("dify/x10-stop-missing-user"), pytest.raises(BadRequestError):
         await client.astop(NIL, user="peer-user-1")
+
+
+def test_suggested_disabled_and_missing_parameters_are_bad_requests() -> None:
+    client = DifyClient(api_key=KEY, base_url=DIFY_URL)
+    with replay("dify/x08-suggested-disabled"), pytest.raises(BadRequestError) as info:
+        client.get_suggested(MSG, user="peer-user-1")
+    assert info.value.code == "bad_request"
+    assert "Suggested" in info.value.message
+    with replay("dify/x11-messages-missing-conversation"), pytest.raises(BadRequestError) as info:
+        client.send(Request("GET", "/messages", params={"user": "peer-user-1"}))
+    assert "conversation_id" in info.value.message  # reqparse shape B names the parameter
+
+
+def test_info_and_meta_bodies_decode() -> None:
+    client = DifyClient(api_key=KEY, base_url=DIFY_URL)
+    with replay("dify/x03-info"):
+        assert "name" in client.send(Request("GET", "/info"))
+    with replay("dify/x02-meta"):
+        assert "tool_icons" in client.send(Request("GET", "/meta"))
+
+
+async def test_async_chat_blocking_and_error_replay() -> None:
+    model = dify(async_backend="httpx", response_mode="blocking")
+    with replay("dify/s01-chat-blocking"):
+        assert (await model.ainvoke("Hello there")).content == ANSWER
+    with replay("dify/e01-bad-key-401"), pytest.raises(AuthenticationError):
+        await model.ainvoke("hi")

@@ -117,6 +117,13 @@ def test_tool_call_is_parsed() -> None:
         ("relay/07-rpm-limit-429", "gpt-4o-limited", RateLimitError, 429, 60.0),
         ("relay/09-upstream-429-mock", "always-429", RateLimitError, 429, None),
         ("relay/10-unknown-model", "no-such-model", BadRequestError, 400, None),
+        ("relay/12-malformed-auth-header", "gpt-4o", AuthenticationError, 401, None),
+        ("relay/13-bad-request-missing-messages", "gpt-4o", BadRequestError, 400, None),
+        ("relay_litellm/07-wrong-key", "gpt-4o", AuthenticationError, 400, None),
+        ("relay_litellm/08-no-key", "gpt-4o", AuthenticationError, 401, None),
+        ("relay_litellm/09-rpm-limit-429", "gpt-4o-limited", RateLimitError, 429, 60.0),
+        ("relay_litellm/11-upstream-429-mock", "always-429", RateLimitError, 429, None),
+        ("relay_litellm/12-unknown-model", "no-such-model", BadRequestError, 400, None),
     ],
 )
 def test_error_transcripts(
@@ -139,3 +146,40 @@ def test_rate_limit_on_a_stream_is_raised_before_any_chunk() -> None:
     assert chunks == []
     assert info.value.retryable
     assert info.value.code == "throttling_error"
+
+
+@pytest.mark.parametrize(
+    ("cassette", "model", "content"),
+    [
+        (
+            "relay/06-claude-blocking",
+            "claude-sonnet",
+            "Hi, a mocked claude-sonnet reply from the LiteLLM proxy.",
+        ),
+        ("relay/15-x-api-key-header", "gpt-4o", ANSWER),
+        (
+            "relay_litellm/06-claude-blocking",
+            "claude-sonnet",
+            "Hello! This is a mocked claude-sonnet reply from the LiteLLM proxy.",
+        ),
+    ],
+)
+def test_success_transcripts(cassette: str, model: str, content: str) -> None:
+    with replay(cassette):
+        msg = relay(model).invoke("Say hi")
+    assert msg.content == content
+    assert msg.response_metadata["model_name"] == model
+    assert msg.usage_metadata == {"input_tokens": 10, "output_tokens": 20, "total_tokens": 30}
+    assert msg.id
+    assert msg.id.startswith("chatcmpl-")
+
+
+def test_stream_with_rate_limit_replayed_async() -> None:
+    import asyncio
+
+    async def consume() -> None:
+        async for _ in relay("gpt-4o-limited", async_backend="httpx").astream("Say hi"):
+            pass
+
+    with replay("relay_litellm/10-rpm-limit-429-stream"), pytest.raises(RateLimitError):
+        asyncio.run(consume())

@@ -440,3 +440,10 @@ def test_stream_answered_with_json_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError, match="event stream"):
         m.invoke("hi")
     assert not client.is_closed  # a client the user brought is theirs to close
+
+
+def test_stream_with_pings_before_the_first_token(server: FakeDify) -> None:
+    server.enqueue(Fault(pings=3, first_token_delay=0.06))
+    chunks = list(model(server).stream("hi"))
+    assert "".join(c.content for c in chunks) == DEFAULT_ANSWER
+    assert len(generate_requests(server)) == 1

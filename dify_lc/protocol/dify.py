@@ -37,6 +37,7 @@ __all__ = [
     "get_conversations_request",
     "get_messages_request",
     "get_parameters_request",
+    "get_suggested_request",
     "parse_chat_answer",
     "parse_usage",
     "parse_workflow_result",
@@ -205,6 +206,13 @@ def feedback_request(
     if content is not None:
         body["content"] = content
     return Request("POST", f"/messages/{quote(message_id, safe='')}/feedbacks", json=body)
+
+
+def get_suggested_request(message_id: str, *, user: str) -> Request:
+    """``GET /messages/{id}/suggested``: follow-up questions (400 when the app disables them)."""
+    return Request(
+        "GET", f"/messages/{quote(message_id, safe='')}/suggested", params={"user": user}
+    )
 
 
 def get_parameters_request() -> Request:
