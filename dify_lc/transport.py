@@ -190,12 +190,17 @@ class Endpoint:
         if self._async_backend == "aiohttp":
             from httpx_aiohttp import AiohttpTransport
 
-            transport: httpx.AsyncBaseTransport = AiohttpTransport(
-                verify=self._verify, limits=self._limits
+            # Mounted on "all://" rather than passed as `transport=`: httpx ignores the
+            # environment's proxies when given a transport, but keeps them as more specific
+            # mounts next to ours (HTTP(S)_PROXY go through httpx's proxy transport).
+            client = httpx.AsyncClient(
+                mounts={"all://": AiohttpTransport(verify=self._verify, limits=self._limits)},
+                limits=self._limits,
+                verify=self._verify,
+                trust_env=True,
             )
         else:
-            transport = httpx.AsyncHTTPTransport(verify=self._verify, limits=self._limits)
-        client = httpx.AsyncClient(transport=transport, verify=self._verify, trust_env=True)
+            client = httpx.AsyncClient(limits=self._limits, verify=self._verify, trust_env=True)
         # The client belongs to this loop. A keeper task closes it when the loop shuts down
         # (asyncio.run and pytest-asyncio cancel pending tasks), so no "unclosed session"
         # noise when a program runs several loops.

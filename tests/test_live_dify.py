@@ -145,6 +145,22 @@ async def test_one_async_client_per_loop_is_reused(server: FakeDify) -> None:
     assert m._endpoint._async_client() is client
 
 
+async def test_async_requests_go_through_aiohttp_by_default(
+    server: FakeDify, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+    from httpx_aiohttp import AiohttpTransport
+
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    client = model(server)._endpoint._async_client()
+    assert isinstance(client._transport_for_url(httpx.URL(server.base_url)), AiohttpTransport)
+    plain = model(server, async_backend="httpx")._endpoint._async_client()
+    assert isinstance(
+        plain._transport_for_url(httpx.URL(server.base_url)), httpx.AsyncHTTPTransport
+    )
+
+
 def test_model_works_across_event_loops(server: FakeDify) -> None:
     m = model(server)
     for _ in range(2):  # each asyncio.run is a new loop: a client bound to the old one would fail
@@ -447,3 +463,19 @@ def test_stream_with_pings_before_the_first_token(server: FakeDify) -> None:
     chunks = list(model(server).stream("hi"))
     assert "".join(c.content for c in chunks) == DEFAULT_ANSWER
     assert len(generate_requests(server)) == 1
+
+
+@pytest.mark.filterwarnings("ignore:base_url")
+def test_proxy_from_the_environment_is_used(
+    server: FakeDify, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fake server doubles as an HTTP proxy: it serves absolute-form request targets.
+    proxy = server.base_url.removesuffix("/v1")
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    m = ChatDify(api_key=KEY, base_url="http://dify.invalid/v1", user="u1", max_retries=0)
+    assert m.invoke("hi").content == DEFAULT_ANSWER
+    assert asyncio.run(m.ainvoke("hi")).content == DEFAULT_ANSWER
+    hosts = [r.headers.get("host") for r in generate_requests(server)]
+    assert hosts == ["dify.invalid", "dify.invalid"]
