@@ -153,6 +153,8 @@ class Endpoint:
             "user-agent": USER_AGENT,
             **(extra_headers or {}),
         }
+        self._stream_headers = {**self._headers, "accept": "text/event-stream"}
+        self._timeout = _httpx_timeout(timeouts, None)
         self._verify = verify
         self._async_backend = async_backend
         self._limits = httpx.Limits(
@@ -229,16 +231,16 @@ class Endpoint:
     # ------------------------------------------------------------------ helpers
 
     def _build(self, req: Request, deadline: float | None, stream: bool) -> dict[str, Any]:
-        headers = self._headers
-        if stream:
-            headers = {**headers, "accept": "text/event-stream"}
+        # Hot path: headers and the no-deadline timeout are built once per endpoint.
         return {
             "method": req.method,
             "url": self.base_url + req.path,
             "params": req.params,
             "json": req.json,
-            "headers": headers,
-            "timeout": _httpx_timeout(self.timeouts, deadline),
+            "headers": self._stream_headers if stream else self._headers,
+            "timeout": self._timeout
+            if deadline is None
+            else _httpx_timeout(self.timeouts, deadline),
         }
 
     def _error(self, response: httpx.Response, body: bytes) -> DifyLCError:
