@@ -61,7 +61,7 @@ class HTTPSettings(BaseModel):
     max_retries: int = 2
     """Retries of retryable failures before the first token (see ``dify_lc.errors``)."""
     async_backend: Literal["aiohttp", "httpx"] = "aiohttp"
-    """Async HTTP implementation: aiohttp through httpx-aiohttp (fast) or httpx's own pool."""
+    """Async HTTP: ``"aiohttp"`` (default, fast) or ``"httpx"`` (httpx's pool; vcrpy replays it)."""
     verify_ssl: bool = True
     max_connections: int = 100
     http_client: Any = Field(default=None, exclude=True)
