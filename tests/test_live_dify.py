@@ -475,3 +475,38 @@ def test_proxy_from_the_environment_is_used(
     assert asyncio.run(m.ainvoke("hi")).content == DEFAULT_ANSWER
     hosts = [r.headers.get("host") for r in generate_requests(server)]
     assert hosts == ["dify.invalid", "dify.invalid"]
+
+
+def test_environment_proxy_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dify_lc.transport import _env_proxy_for
+
+    for var in (
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    assert _env_proxy_for("https://api.dify.ai/v1") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.local:3128")
+    assert _env_proxy_for("https://api.dify.ai/v1") == "http://proxy.local:3128"
+    assert _env_proxy_for("http://dify.internal/v1") is None  # no HTTP_PROXY
+    monkeypatch.setenv("NO_PROXY", "api.dify.ai,localhost")
+    assert _env_proxy_for("https://api.dify.ai/v1") is None
+
+
+async def test_async_path_uses_the_environment_proxy(
+    server: FakeDify, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.base_url.removesuffix("/v1"))
+    with pytest.warns(UserWarning, match="plain http"):
+        m = ChatDify(api_key=KEY, base_url="http://dify.invalid/v1", max_retries=0)
+    chunks = [c.content async for c in m.astream("hi")]
+    assert "".join(chunks) == DEFAULT_ANSWER
+    assert generate_requests(server)[0].headers.get("host") == "dify.invalid"
