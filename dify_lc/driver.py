@@ -39,6 +39,7 @@ class Call:
         "deadline",
         "new_state",
         "request",
+        "retry",
         "started",
         "state",
         "streaming",
@@ -53,8 +54,10 @@ class Call:
         new_state: Callable[[], StreamState],
         abandon: Callable[[StreamState], Request | None] | None = None,
         data: dict[str, Any] | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.request = request
+        self.retry = retry  # a per-call policy; None: the driver's
         self.streaming = streaming
         self.deadline = deadline
         self.new_state = new_state
@@ -94,7 +97,8 @@ class Driver:
         self.rand = rand
 
     def _delay(self, err: DifyLCError, retry: int, call: Call) -> float | None:
-        return self.retry.next_delay(
+        policy = call.retry or self.retry
+        return policy.next_delay(
             err, retry, now=self.clock(), deadline=call.deadline, rand=self.rand
         )
 

@@ -35,6 +35,7 @@ the key).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -44,9 +45,12 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AllRoutesFailedError",
+    "Attempt",
     "AuthenticationError",
     "BackendConfigError",
     "BadRequestError",
+    "BreakerOpenError",
     "ConfigurationError",
     "DifyLCError",
     "InBandStreamError",
@@ -258,3 +262,39 @@ class WorkflowRunFailedError(DifyLCError):
     ) -> None:
         super().__init__(message, **kwargs)
         self.outputs = outputs or {}
+
+
+class BreakerOpenError(DifyLCError):
+    """The backend's circuit breaker is open (or its half-open probes are taken): not called."""
+
+    allows_fallback = True
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt of a resilient call: which route, what went wrong, how long it took."""
+
+    route: str
+    backend: str | None
+    error: BaseException
+    elapsed: float
+
+    @property
+    def error_type(self) -> str:
+        return type(self.error).__name__
+
+    def __str__(self) -> str:
+        return f"{self.route}: {self.error_type} after {self.elapsed:.3f}s: {self.error}"
+
+
+class AllRoutesFailedError(DifyLCError):
+    """Every route failed, was skipped (breaker open) or the deadline ran out.
+
+    ``attempts`` lists every attempt in order (route, backend, error, elapsed seconds); the
+    last error is also the ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, attempts: list[Attempt], **kwargs: Any) -> None:
+        lines = "; ".join(str(a) for a in attempts) or "no route could be tried"
+        super().__init__(f"{message}: {lines}", **kwargs)
+        self.attempts = attempts

@@ -7,6 +7,7 @@ raises :class:`~dify_lc.errors.ConfigurationError` naming the environment variab
 from __future__ import annotations
 
 import ipaddress
+import time
 import warnings
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr
 
 from dify_lc.driver import Driver
-from dify_lc.errors import ConfigurationError
+from dify_lc.errors import ConfigurationError, InputError
 from dify_lc.resilience.retry import RetryPolicy
 from dify_lc.transport import Endpoint, Timeouts
 
@@ -108,6 +109,27 @@ class HTTPSettings(BaseModel):
             max_connections=self.max_connections,
         )
         self._driver = Driver(self._endpoint, RetryPolicy(max_retries=self.max_retries))
+
+    def _call_limits(self, kwargs: dict[str, Any]) -> tuple[float | None, RetryPolicy | None]:
+        """Deadline and retry policy of one call: per-call ``timeout`` / ``max_retries`` win.
+
+        A per-call ``timeout`` can only shorten the model's own budget (the resilience layer
+        passes what is left of its deadline).
+        """
+        deadline = self._endpoint.timeouts.deadline()
+        timeout = kwargs.get("timeout")
+        if timeout is not None:
+            if not isinstance(timeout, int | float) or timeout <= 0:
+                raise InputError("timeout must be a positive number of seconds")
+            at = time.monotonic() + float(timeout)
+            deadline = at if deadline is None else min(deadline, at)
+        retries = kwargs.get("max_retries")
+        retry = None
+        if retries is not None:
+            if not isinstance(retries, int) or retries < 0:
+                raise InputError("max_retries must be an integer >= 0")
+            retry = RetryPolicy(max_retries=retries)
+        return deadline, retry
 
     def close(self) -> None:
         """Close the pooled sync client (optional: it is also released when collected)."""

@@ -200,6 +200,7 @@ class ChatDify(HTTPChatModel):
             query = text
         else:
             query = get_buffer_string(messages)
+        deadline, retry = self._call_limits(kwargs)
         response_mode = kwargs.get("response_mode") or self.response_mode
         if response_mode not in ("streaming", "blocking"):
             raise InputError("response_mode must be 'streaming' or 'blocking'")
@@ -234,7 +235,8 @@ class ChatDify(HTTPChatModel):
         return Call(
             request,
             streaming=mode == "streaming",
-            deadline=self._endpoint.timeouts.deadline(),
+            deadline=deadline,
+            retry=retry,
             new_state=new_state,
             abandon=abandon,
         )

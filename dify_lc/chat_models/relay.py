@@ -168,6 +168,7 @@ class ChatRelay(HTTPChatModel):
             raise InputError(
                 f"the last message must be a human message or a tool result, got {last.type}"
             )
+        deadline, retry = self._call_limits(kwargs)
         model = kwargs.get("model") or self.model
         request = proto.chat_completions_request(
             convert_to_openai_messages(messages),
@@ -184,7 +185,8 @@ class ChatRelay(HTTPChatModel):
         return Call(
             request,
             streaming=stream,
-            deadline=self._endpoint.timeouts.deadline(),
+            deadline=deadline,
+            retry=retry,
             new_state=new_state,
             data={"model": model},
         )

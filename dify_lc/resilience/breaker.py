@@ -1,0 +1,223 @@
+"""Circuit breaker per backend: pybreaker holds the state, we decide when it changes.
+
+pybreaker's ``CircuitBreaker`` keeps the state and its storage (memory, or
+``CircuitRedisStorage`` so many processes share one view) and fires its listeners. We never
+call ``breaker.call()`` around network I/O: it holds one lock for the whole call (8 threads ×
+0.1 s through one breaker take 0.8 s) and it does not understand coroutines or async generators
+(their failures count as successes). This adapter is told the outcome explicitly and takes its
+lock only for the few lines that change counters and state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pybreaker
+
+from dify_lc.errors import DifyLCError
+
+__all__ = ["Breaker", "BreakerPolicy", "Permit"]
+
+CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
+_OK, _FAILED, _SLOW = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    """When a backend's breaker opens and how it recovers.
+
+    Opens on ``fail_max`` consecutive failures, or when, over the last ``window`` calls (once
+    at least ``min_calls`` are in it), the share of failures reaches ``failure_rate`` or the
+    share of slow calls (successes slower than ``slow_call_duration`` seconds) reaches
+    ``slow_call_rate``. The migration story's outage — 61% success, 28 s answers — trips the
+    rate rules long before consecutive counting would.
+
+    After ``reset_timeout`` seconds open, the breaker is half-open: up to ``half_open_probes``
+    calls go through, the rest are rejected at once; a probe's success closes it, a failure
+    re-opens it. What counts as a failure is the error's ``counts_as_failure`` flag
+    (:mod:`dify_lc.errors`); cancellation and a consumer stopping a stream early never count.
+    """
+
+    fail_max: int = 5
+    reset_timeout: float = 30.0
+    window: int = 20
+    min_calls: int = 10
+    failure_rate: float = 0.5
+    slow_call_duration: float | None = None
+    slow_call_rate: float = 0.5
+    half_open_probes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.fail_max < 1 or self.window < 1 or self.half_open_probes < 1:
+            raise ValueError("fail_max, window and half_open_probes must be >= 1")
+        if not (0 < self.failure_rate <= 1 and 0 < self.slow_call_rate <= 1):
+            raise ValueError("rates must be in (0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    """Admission to call a backend; ``probe`` marks a half-open trial call."""
+
+    probe: bool
+
+
+_NORMAL = Permit(probe=False)
+_PROBE = Permit(probe=True)
+
+
+class Breaker:
+    """Circuit breaker of one backend.
+
+    Args:
+        name: the backend name (used for the pybreaker breaker it creates).
+        policy: thresholds, see :class:`BreakerPolicy`.
+        breaker: your own ``pybreaker.CircuitBreaker`` (memory or Redis storage, your
+            listeners). Its ``fail_max`` and ``reset_timeout`` are used; the rate rules and the
+            probe limit come from ``policy``. Its ``excluded_exceptions`` never count.
+        wall: wall clock in seconds (pybreaker stores ``opened_at`` as a datetime); injectable.
+    """
+
+    __slots__ = ("_cb", "_lock", "_probes", "_storage", "_wall", "_window", "name", "policy")
+
+    def __init__(
+        self,
+        name: str,
+        policy: BreakerPolicy | None = None,
+        *,
+        breaker: pybreaker.CircuitBreaker | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.policy = policy = policy or BreakerPolicy()
+        if breaker is None:
+            breaker = pybreaker.CircuitBreaker(
+                fail_max=policy.fail_max, reset_timeout=policy.reset_timeout, name=name
+            )
+        self._cb = breaker
+        # pybreaker exposes opened_at and the counters only on its storage object.
+        self._storage = breaker._state_storage
+        self._wall = wall
+        self._lock = threading.Lock()
+        self._probes = 0
+        self._window: deque[int] = deque(maxlen=policy.window)
+
+    @property
+    def circuit(self) -> pybreaker.CircuitBreaker:
+        """The underlying pybreaker breaker (state, storage, listeners)."""
+        return self._cb
+
+    @property
+    def state(self) -> str:
+        """``"closed"``, ``"open"`` or ``"half-open"`` (as stored, possibly shared)."""
+        return self._cb.current_state
+
+    def __repr__(self) -> str:
+        return f"Breaker({self.name!r}, state={self.state!r})"
+
+    # ------------------------------------------------------------------ admission
+
+    def admit(self) -> Permit | None:
+        """May this backend be called now? ``None`` means rejected (no I/O, microseconds)."""
+        state = self._storage.state
+        if state == CLOSED:
+            return _NORMAL
+        if state == OPEN:
+            opened_at = self._storage.opened_at
+            if opened_at is not None and self._wall() < (
+                opened_at.timestamp() + self._cb.reset_timeout
+            ):
+                return None
+            with self._lock:
+                if self._storage.state == OPEN:
+                    self._probes = 0
+                    self._cb.half_open()  # fires state_change listeners
+        with self._lock:
+            if self._probes >= self.policy.half_open_probes:
+                return None
+            self._probes += 1
+        return _PROBE
+
+    # ------------------------------------------------------------------ outcomes
+
+    def success(self, permit: Permit, latency: float) -> None:
+        """Record a successful call that took ``latency`` seconds."""
+        slow_after = self.policy.slow_call_duration
+        slow = slow_after is not None and latency >= slow_after
+        if permit.probe:
+            with self._lock:
+                self._probes = max(self._probes - 1, 0)
+                self._window.clear()
+            if self._storage.state == HALF_OPEN:
+                self._cb.close()  # resets pybreaker's counter, fires listeners
+        else:
+            if self._storage.counter:
+                self._storage.reset_counter()
+            with self._lock:
+                self._window.append(_SLOW if slow else _OK)
+                trip = self._rates_trip()
+            if trip:
+                self._open()
+        for listener in self._cb.listeners:
+            listener.success(self._cb)
+
+    def failure(self, permit: Permit, error: BaseException, latency: float) -> None:
+        """Record a failed call; errors that do not count only release the permit."""
+        if not _counts(self._cb, error):
+            self.release(permit)
+            return
+        for listener in self._cb.listeners:
+            listener.failure(self._cb, error)
+        if permit.probe:
+            with self._lock:
+                self._probes = max(self._probes - 1, 0)
+            self._open()
+            return
+        self._storage.increment_counter()
+        with self._lock:
+            self._window.append(_FAILED)
+            trip = self._storage.counter >= self._cb.fail_max or self._rates_trip()
+        if trip:
+            self._open()
+
+    def release(self, permit: Permit) -> None:
+        """The call ended without an outcome (cancelled, stream stopped early): no count."""
+        if permit.probe:
+            with self._lock:
+                self._probes = max(self._probes - 1, 0)
+
+    # ------------------------------------------------------------------ internals
+
+    def _rates_trip(self) -> bool:
+        window = self._window
+        n = len(window)
+        if n < self.policy.min_calls:
+            return False
+        failed = window.count(_FAILED)
+        if failed / n >= self.policy.failure_rate:
+            return True
+        if self.policy.slow_call_duration is not None:
+            return window.count(_SLOW) / n >= self.policy.slow_call_rate
+        return False
+
+    def _open(self) -> None:
+        with self._lock:
+            self._window.clear()
+        if self._storage.state != OPEN:
+            self._cb.open()  # fires state_change listeners
+        # pybreaker stamps opened_at with its own wall clock; use ours so tests control time.
+        self._storage.opened_at = datetime.fromtimestamp(self._wall(), UTC)
+
+
+def _counts(cb: pybreaker.CircuitBreaker, error: BaseException) -> bool:
+    if isinstance(error, DifyLCError):
+        if not error.counts_as_failure:
+            return False
+        cause = error.__cause__
+        if cause is not None and not cb.is_system_error(cause):
+            return False
+    return cb.is_system_error(error)

@@ -1,0 +1,190 @@
+"""The fallback plan of one logical call: which route next, wait or not, when to give up.
+
+Pure decisions (no I/O, injected clock and randomness), in the style of tenacity's ``iter()``:
+a driver asks :meth:`FallbackPlan.next` for a step — :class:`Try` a route or :class:`Wait` —
+performs it, and reports :meth:`~FallbackPlan.success`, :meth:`~FallbackPlan.failure` or
+:meth:`~FallbackPlan.abandon`. The sync, async and streaming drivers are short loops around it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dify_lc.errors import (
+    AllRoutesFailedError,
+    Attempt,
+    BreakerOpenError,
+    DifyLCError,
+    StreamInterruptedError,
+)
+from dify_lc.resilience.breaker import Breaker, Permit
+from dify_lc.resilience.classify import classify, is_cancellation
+from dify_lc.resilience.retry import RetryPolicy
+
+__all__ = ["FallbackPlan", "Route", "Try", "Wait"]
+
+
+@dataclass(eq=False)
+class Route:
+    """One backend a resilient model may call.
+
+    Attributes:
+        name: label in events, metrics and ``AllRoutesFailedError`` (e.g. ``"official"``).
+        runnable: a chat model (ours or any LangChain one) or any Runnable.
+        breaker: its circuit breaker.
+        weight: canary share in ``[0, 1]`` (0: only reached as a fallback or as the primary).
+        idempotent: may a request that may have reached it be retried (relays and third-party
+            APIs: yes; Dify: only when opted in, see ``ChatDify.retry_on_read_timeout``).
+        native: a dify-lc model, which accepts the per-call deadline and Dify keywords.
+    """
+
+    name: str
+    runnable: Any
+    breaker: Breaker
+    weight: float = 0.0
+    idempotent: bool = True
+    native: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Try:
+    """Call ``route`` now; ``timeout`` is what is left of the deadline (``None``: no deadline)."""
+
+    route: Route
+    permit: Permit
+    timeout: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Sleep this many seconds, then ask again."""
+
+    seconds: float
+
+
+@dataclass
+class FallbackPlan:
+    """Decisions for one call over ``routes`` (already in the order to try them)."""
+
+    routes: Sequence[Route]
+    retry: RetryPolicy
+    deadline: float | None
+    clock: Callable[[], float] = time.monotonic
+    rand: Callable[[], float] = random.random
+    attempts: list[Attempt] = field(default_factory=list)
+    _index: int = 0
+    _retries: int = 0
+    _wait: float | None = None
+    _current: tuple[Route, Permit, float] | None = None
+
+    @property
+    def route(self) -> Route | None:
+        """The route of the attempt in progress."""
+        return self._current[0] if self._current else None
+
+    def next(self) -> Try | Wait:
+        """The next step; raises when nothing is left to try."""
+        if self._wait is not None:
+            wait, self._wait = self._wait, None
+            return Wait(wait)
+        while self._index < len(self.routes):
+            route = self.routes[self._index]
+            now = self.clock()
+            remaining = None if self.deadline is None else self.deadline - now
+            if remaining is not None and remaining <= 0:
+                raise self._give_up("deadline exceeded")
+            permit = route.breaker.admit()
+            if permit is None:
+                self.attempts.append(
+                    Attempt(
+                        route.name,
+                        route.name,
+                        BreakerOpenError(f"circuit open for {route.name}", backend=route.name),
+                        0.0,
+                    )
+                )
+                self._advance()
+                continue
+            self._current = (route, permit, now)
+            return Try(route, permit, remaining)
+        raise self._give_up("all routes failed")
+
+    def success(self) -> Route:
+        """The attempt succeeded; returns its route."""
+        route, permit, started = self._take()
+        route.breaker.success(permit, self.clock() - started)
+        return route
+
+    def abandon(self) -> None:
+        """The caller gave up (cancelled, stopped the stream): no outcome is counted."""
+        if self._current is not None:
+            route, permit, _ = self._take()
+            route.breaker.release(permit)
+
+    def failure(self, exc: BaseException) -> None:
+        """The attempt failed before any content reached the caller.
+
+        Records it, then either schedules a retry of the same route, moves to the next route, or
+        raises (cancellation; an error that no other backend would fix).
+        """
+        if is_cancellation(exc):
+            self.abandon()
+            raise exc
+        route, permit, started = self._take()
+        elapsed = self.clock() - started
+        err = classify(exc, backend=route.name, idempotent=route.idempotent)
+        route.breaker.failure(permit, err, elapsed)
+        self.attempts.append(Attempt(route.name, err.backend, err, elapsed))
+        delay = self.retry.next_delay(
+            err, self._retries, now=self.clock(), deadline=self.deadline, rand=self.rand
+        )
+        if delay is not None:
+            self._retries += 1
+            self._wait = delay
+            return
+        if not err.allows_fallback:
+            raise err
+        self._advance()
+
+    def failure_after_commit(self, exc: BaseException, partial_text: str) -> BaseException:
+        """A stream failed after content reached the caller: the error to raise (no retry)."""
+        if is_cancellation(exc):
+            self.abandon()
+            return exc
+        route, permit, started = self._take()
+        err = classify(exc, backend=route.name, idempotent=route.idempotent)
+        route.breaker.failure(permit, err, self.clock() - started)
+        if isinstance(err, StreamInterruptedError):
+            return err
+        interrupted = StreamInterruptedError(
+            f"stream from {route.name} interrupted after {len(partial_text)} characters: {err}",
+            partial_text=partial_text,
+            status=err.status,
+            code=err.code,
+            backend=route.name,
+        )
+        interrupted.__cause__ = err
+        return interrupted
+
+    # ------------------------------------------------------------------ internals
+
+    def _take(self) -> tuple[Route, Permit, float]:
+        current = self._current
+        if current is None:
+            raise RuntimeError("no attempt in progress")
+        self._current = None
+        return current
+
+    def _advance(self) -> None:
+        self._index += 1
+        self._retries = 0
+
+    def _give_up(self, why: str) -> DifyLCError:
+        err = AllRoutesFailedError(why, attempts=list(self.attempts))
+        if self.attempts:
+            err.__cause__ = self.attempts[-1].error
+        return err
