@@ -9,12 +9,14 @@ Public API::
 from dify_lc.chat_models import ChatDify, ChatRelay
 from dify_lc.client import DifyClient
 from dify_lc.errors import (
+    AllRoutesFailedError,
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
     BackendConfigError,
     BadRequestError,
+    BreakerOpenError,
     ConfigurationError,
     DifyLCError,
     InBandStreamError,
@@ -26,7 +28,10 @@ from dify_lc.errors import (
     StreamInterruptedError,
     WorkflowRunFailedError,
 )
+from dify_lc.resilience.breaker import Breaker, BreakerPolicy
+from dify_lc.resilience.plan import Route
 from dify_lc.resilience.retry import RetryPolicy
+from dify_lc.resilient import ResilientChatModel, ResilientRunnable
 from dify_lc.transport import Timeouts
 from dify_lc.workflow import DifyWorkflow
 
@@ -36,9 +41,13 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AllRoutesFailedError",
     "AuthenticationError",
     "BackendConfigError",
     "BadRequestError",
+    "Breaker",
+    "BreakerOpenError",
+    "BreakerPolicy",
     "ChatDify",
     "ChatRelay",
     "ConfigurationError",
@@ -50,7 +59,10 @@ __all__ = [
     "NotFoundError",
     "ProtocolError",
     "RateLimitError",
+    "ResilientChatModel",
+    "ResilientRunnable",
     "RetryPolicy",
+    "Route",
     "ServerError",
     "StreamInterruptedError",
     "Timeouts",

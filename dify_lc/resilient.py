@@ -1,0 +1,577 @@
+"""ResilientChatModel and ResilientRunnable: breaker, retry, deadline, fallback and canary.
+
+Both are thin drivers around :class:`~dify_lc.resilience.plan.FallbackPlan`; the decisions live
+there and in the breaker, retry and canary modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from dify_lc.errors import ConfigurationError, InputError
+from dify_lc.resilience.breaker import Breaker, BreakerPolicy
+from dify_lc.resilience.canary import bucket, choose
+from dify_lc.resilience.plan import FallbackPlan, Route, Wait
+from dify_lc.resilience.retry import RetryPolicy
+from dify_lc.settings import HTTPSettings
+
+__all__ = ["ResilientChatModel", "ResilientRunnable", "Route"]
+
+# Per-call keywords the resilient layer reads (also from config["configurable"]).
+_CALL_KEYS = ("sticky_key", "user", "conversation_id", "inputs", "files", "response_mode")
+# Keywords only dify-lc models understand: never passed to third-party models.
+_NATIVE_KEYS = frozenset({"conversation_id", "inputs", "files", "response_mode", "user"})
+
+
+def _make_routes(
+    primary: Any,
+    fallbacks: Sequence[Any],
+    routes: Sequence[Route] | None,
+    canary: Mapping[str, float] | None,
+    breaker: BreakerPolicy | None,
+    breakers: Mapping[str, Any] | None,
+) -> list[Route]:
+    if routes:
+        built = list(routes)
+    else:
+        if primary is None:
+            raise ConfigurationError("give primary= (and fallbacks=), or routes=")
+        built = []
+        for runnable in (primary, *fallbacks):
+            name = _route_name(runnable, {r.name for r in built})
+            custom = (breakers or {}).get(name)
+            built.append(
+                Route(
+                    name=name,
+                    runnable=runnable,
+                    breaker=Breaker(name, breaker, breaker=custom),
+                    idempotent=_idempotent(runnable),
+                    native=isinstance(runnable, HTTPSettings),
+                )
+            )
+    names = [r.name for r in built]
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"route names must be unique, got {names}")
+    for name, weight in (canary or {}).items():
+        route = next((r for r in built if r.name == name), None)
+        if route is None:
+            raise ConfigurationError(f"canary names unknown route {name!r}; routes: {names}")
+        if not 0 <= weight <= 1:
+            raise ConfigurationError(f"canary weight of {name!r} must be in [0, 1]")
+        route.weight = float(weight)
+    if sum(r.weight for r in built) > 1 + 1e-9:
+        raise ConfigurationError("canary weights add up to more than 1")
+    return built
+
+
+def _route_name(runnable: Any, taken: set[str]) -> str:
+    base = getattr(runnable, "backend", None) or type(runnable).__name__
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def _idempotent(runnable: Any) -> bool:
+    if isinstance(runnable, HTTPSettings):
+        return runnable._endpoint.idempotent
+    return True  # third-party APIs (OpenAI, Anthropic, …) are stateless
+
+
+class _Resilience:
+    """The policy part shared by the chat model and the runnable (not a public class)."""
+
+    def __init__(
+        self,
+        routes: list[Route],
+        retry: RetryPolicy,
+        deadline: float | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        asleep: Callable[[float], Any] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.routes = routes
+        self.retry = retry
+        self.deadline = deadline
+        self.clock, self.sleep, self.asleep, self.rand = clock, sleep, asleep, rand
+
+    def plan(self, kwargs: dict[str, Any]) -> FallbackPlan:
+        """Order the routes for this call (canary first) and start its deadline."""
+        routes = self.routes
+        weights = [r.weight for r in routes]
+        if any(weights):
+            key = kwargs.pop("sticky_key", None) or kwargs.get("user")
+            position = bucket(str(key)) if key is not None else self.rand()
+            chosen = choose(weights, position)
+            if chosen is not None and chosen != 0:
+                routes = [routes[chosen], *routes[:chosen], *routes[chosen + 1 :]]
+        else:
+            kwargs.pop("sticky_key", None)
+        deadline = None if self.deadline is None else self.clock() + self.deadline
+        return FallbackPlan(routes, self.retry, deadline, clock=self.clock, rand=self.rand)
+
+    @staticmethod
+    def route_kwargs(route: Route, timeout: float | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The keywords this route gets: ours only for our models, plus the deadline left."""
+        if route.native:
+            out = dict(kwargs)
+            out["max_retries"] = 0  # the resilient layer owns retries
+            if timeout is not None:
+                out["timeout"] = timeout
+            return out
+        return {k: v for k, v in kwargs.items() if k not in _NATIVE_KEYS}
+
+
+def _pull_configurable(config: RunnableConfig | None, kwargs: dict[str, Any]) -> None:
+    configurable = (config or {}).get("configurable")
+    if configurable:
+        for key in _CALL_KEYS:
+            if key in configurable and key not in kwargs:
+                kwargs[key] = configurable[key]
+
+
+def _has_content(chunk: Any) -> bool:
+    content = getattr(chunk, "content", chunk)
+    if content:
+        return True
+    return bool(getattr(chunk, "tool_call_chunks", None))
+
+
+def _text(chunk: Any) -> str:
+    content = getattr(chunk, "content", "")
+    return content if isinstance(content, str) else ""
+
+
+class ResilientChatModel(BaseChatModel):
+    """A chat model that survives its backends: breaker, retry, deadline, fallback, canary.
+
+    Example:
+        .. code-block:: python
+
+            model = ResilientChatModel(
+                primary=ChatDify(),                  # the official channel
+                fallbacks=[ChatRelay(model="gpt-4o")],
+                canary={"relay": 0.05},              # 5% of users go to the relay first
+                deadline=30,
+            )
+            model.invoke("Where is my order?", user="customer-42")
+
+    Routing: routes are tried in order — the canary's pick first (a stable hash of the sticky
+    key: ``sticky_key=`` or ``user=`` per call, or ``config["configurable"]``; random without
+    one), then the others as declared (``primary`` first). A route whose breaker is open is
+    skipped at once.
+
+    Per route: retryable errors (connect errors, 429, 5xx, in-band errors before the first
+    token; see :mod:`dify_lc.errors`) are retried per ``retry`` (server advice honoured when it
+    fits the deadline); errors that allow fallback move on to the next route; others (a bad
+    request) are raised at once. Each outcome feeds the route's :class:`Breaker`.
+
+    Deadline: one budget for the whole call — every attempt, wait and fallback. dify-lc
+    models get the time left as their own timeout; third-party models are bounded exactly on
+    the async path (cancelled at the deadline) and between attempts on the sync path. When the
+    budget runs out or every route failed: ``AllRoutesFailedError`` listing every attempt.
+
+    Streaming: failures before the first content token fall back invisibly; after it, no
+    retry and no fallback — a ``StreamInterruptedError`` with the partial text.
+
+    Args:
+        primary, fallbacks: chat models in fallback order (names from their ``backend`` field,
+            or their class name), or ``routes=`` for full control.
+        canary: route name → share of traffic in ``[0, 1]``; the primary gets the rest.
+        retry: :class:`RetryPolicy` (default: 2 retries, full-jitter backoff, ≤ 8 s waits).
+        breaker: :class:`BreakerPolicy` for every route; ``breakers=`` maps route names to your
+            own ``pybreaker.CircuitBreaker`` objects (shared Redis storage, listeners).
+        deadline: seconds for the whole call (default 60; ``None``: none).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    routes: list[Route] = Field(default_factory=list)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    deadline: float | None = 60.0
+
+    _core: _Resilience = PrivateAttr()
+
+    def __init__(
+        self,
+        primary: BaseChatModel | None = None,
+        fallbacks: Sequence[BaseChatModel] = (),
+        *,
+        routes: Sequence[Route] | None = None,
+        canary: Mapping[str, float] | None = None,
+        retry: RetryPolicy | None = None,
+        breaker: BreakerPolicy | None = None,
+        breakers: Mapping[str, Any] | None = None,
+        deadline: float | None = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        built = _make_routes(primary, fallbacks, routes, canary, breaker, breakers)
+        super().__init__(  # type: ignore[call-arg]
+            routes=built, retry=retry or RetryPolicy(), deadline=deadline, **kwargs
+        )
+        if deadline is not None and deadline <= 0:
+            raise ConfigurationError("deadline must be positive (or None)")
+        self._core = _Resilience(built, self.retry, deadline)
+
+    @property
+    def _llm_type(self) -> str:
+        return "dify-lc-resilient"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"routes": [r.name for r in self.routes], "deadline": self.deadline}
+
+    def route(self, name: str) -> Route:
+        """The route called ``name``."""
+        for route in self.routes:
+            if route.name == name:
+                return route
+        raise KeyError(name)
+
+    # ------------------------------------------------------------------ per-call config
+
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        _pull_configurable(config, kwargs)
+        return super().invoke(input, config, stop=stop, **kwargs)
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        _pull_configurable(config, kwargs)
+        return await super().ainvoke(input, config, stop=stop, **kwargs)
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        _pull_configurable(config, kwargs)
+        return super().stream(input, config, stop=stop, **kwargs)
+
+    def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        _pull_configurable(config, kwargs)
+        return super().astream(input, config, stop=stop, **kwargs)
+
+    # ------------------------------------------------------------------ drivers
+
+    @staticmethod
+    def _child(run_manager: Any) -> RunnableConfig:
+        # The routes' own runs get no callbacks of ours: the resilient run already reports the
+        # call and its tokens, and a handler (say, one that prints tokens) must not see every
+        # token twice. Global tracing still records the route runs on their own.
+        return {"callbacks": []}
+
+    @staticmethod
+    def _label(message: BaseMessage, route: Route, attempts: int) -> None:
+        message.response_metadata["route"] = route.name
+        message.response_metadata["attempts"] = attempts + 1
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        core = self._core
+        plan = core.plan(kwargs)
+        config = self._child(run_manager)
+        while True:
+            step = plan.next()
+            if isinstance(step, Wait):
+                core.sleep(step.seconds)
+                continue
+            route = step.route
+            try:
+                message = route.runnable.invoke(
+                    messages, config, stop=stop, **core.route_kwargs(route, step.timeout, kwargs)
+                )
+            except BaseException as exc:
+                plan.failure(exc)
+                continue
+            plan.success()
+            self._label(message, route, len(plan.attempts))
+            return ChatResult(generations=[ChatGeneration(message=message)])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        core = self._core
+        plan = core.plan(kwargs)
+        config = self._child(run_manager)
+        while True:
+            step = plan.next()
+            if isinstance(step, Wait):
+                await core.asleep(step.seconds)
+                continue
+            route = step.route
+            try:
+                async with asyncio.timeout(step.timeout):
+                    message = await route.runnable.ainvoke(
+                        messages,
+                        config,
+                        stop=stop,
+                        **core.route_kwargs(route, step.timeout, kwargs),
+                    )
+            except BaseException as exc:
+                plan.failure(_deadline_error(exc, step.timeout))
+                continue
+            plan.success()
+            self._label(message, route, len(plan.attempts))
+            return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        core = self._core
+        plan = core.plan(kwargs)
+        config = self._child(run_manager)
+        while True:
+            step = plan.next()
+            if isinstance(step, Wait):
+                core.sleep(step.seconds)
+                continue
+            route = step.route
+            held: list[Any] | None = []  # chunks before the first token: dropped on failure
+            parts: list[str] = []
+            stream = route.runnable.stream(
+                messages, config, stop=stop, **core.route_kwargs(route, step.timeout, kwargs)
+            )
+            try:
+                for chunk in stream:
+                    if held is not None:
+                        held.append(chunk)
+                        if not _has_content(chunk):
+                            continue
+                        pending, held = held, None  # committed
+                        for c in pending:
+                            parts.append(_text(c))
+                            yield ChatGenerationChunk(message=c)
+                        continue
+                    parts.append(_text(chunk))
+                    yield ChatGenerationChunk(message=chunk)
+            except GeneratorExit:
+                stream.close()
+                plan.abandon()
+                raise
+            except BaseException as exc:
+                if held is None:
+                    raise plan.failure_after_commit(exc, "".join(parts)) from exc
+                plan.failure(exc)
+                continue
+            plan.success()
+            for c in held or ():
+                yield ChatGenerationChunk(message=c)
+            yield self._route_chunk(route, len(plan.attempts))
+            return
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        core = self._core
+        plan = core.plan(kwargs)
+        config = self._child(run_manager)
+        while True:
+            step = plan.next()
+            if isinstance(step, Wait):
+                await core.asleep(step.seconds)
+                continue
+            route = step.route
+            held: list[Any] | None = []
+            parts: list[str] = []
+            stream = route.runnable.astream(
+                messages, config, stop=stop, **core.route_kwargs(route, step.timeout, kwargs)
+            )
+            deadline = None if step.timeout is None else core.clock() + step.timeout
+            try:
+                while True:
+                    left = None if deadline is None else max(deadline - core.clock(), 0)
+                    try:
+                        async with asyncio.timeout(left):
+                            chunk = await anext(stream)
+                    except StopAsyncIteration:
+                        break
+                    if held is not None:
+                        held.append(chunk)
+                        if not _has_content(chunk):
+                            continue
+                        pending, held = held, None
+                        for c in pending:
+                            parts.append(_text(c))
+                            yield ChatGenerationChunk(message=c)
+                        continue
+                    parts.append(_text(chunk))
+                    yield ChatGenerationChunk(message=chunk)
+            except (GeneratorExit, asyncio.CancelledError):
+                await stream.aclose()
+                plan.abandon()
+                raise
+            except BaseException as exc:
+                await stream.aclose()
+                exc = _deadline_error(exc, step.timeout)
+                if held is None:
+                    raise plan.failure_after_commit(exc, "".join(parts)) from exc
+                plan.failure(exc)
+                continue
+            plan.success()
+            for c in held or ():
+                yield ChatGenerationChunk(message=c)
+            yield self._route_chunk(route, len(plan.attempts))
+            return
+
+    @staticmethod
+    def _route_chunk(route: Route, attempts: int) -> ChatGenerationChunk:
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="", response_metadata={"route": route.name, "attempts": attempts + 1}
+            )
+        )
+
+
+def _deadline_error(exc: BaseException, timeout: float | None) -> BaseException:
+    """asyncio.timeout raises TimeoutError at the deadline: make it our typed timeout."""
+    if isinstance(exc, TimeoutError) and timeout is not None and not hasattr(exc, "retryable"):
+        from dify_lc.errors import APITimeoutError
+
+        err = APITimeoutError(
+            f"deadline of the resilient call reached after {timeout:.3f}s",
+            request_sent=True,
+            retryable=False,
+        )
+        err.__cause__ = exc
+        return err
+    return exc
+
+
+class ResilientRunnable(RunnableSerializable[Any, Any]):
+    """Breaker, retry, deadline, fallback and canary around any Runnables (e.g. DifyWorkflow).
+
+    Same policies and arguments as :class:`ResilientChatModel`; ``invoke``/``ainvoke`` (and
+    ``batch``/``abatch``) go through the fallback plan. ``stream`` tries routes the same way
+    and commits at the first item.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    routes: list[Route] = Field(default_factory=list)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    deadline: float | None = 60.0
+
+    _core: _Resilience = PrivateAttr()
+
+    def __init__(
+        self,
+        primary: Runnable[Any, Any] | None = None,
+        fallbacks: Sequence[Runnable[Any, Any]] = (),
+        *,
+        routes: Sequence[Route] | None = None,
+        canary: Mapping[str, float] | None = None,
+        retry: RetryPolicy | None = None,
+        breaker: BreakerPolicy | None = None,
+        breakers: Mapping[str, Any] | None = None,
+        deadline: float | None = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        built = _make_routes(primary, fallbacks, routes, canary, breaker, breakers)
+        super().__init__(  # type: ignore[call-arg]
+            routes=built, retry=retry or RetryPolicy(), deadline=deadline, **kwargs
+        )
+        self._core = _Resilience(built, self.retry, deadline)
+
+    def _plan(self, config: RunnableConfig | None) -> FallbackPlan:
+        kwargs: dict[str, Any] = {}
+        _pull_configurable(config, kwargs)
+        return self._core.plan(kwargs)
+
+    def _run(self, value: Any, config: RunnableConfig) -> Any:
+        core, plan = self._core, self._plan(config)
+        while True:
+            step = plan.next()
+            if isinstance(step, Wait):
+                core.sleep(step.seconds)
+                continue
+            try:
+                result = step.route.runnable.invoke(value, config)
+            except BaseException as exc:
+                plan.failure(exc)
+                continue
+            plan.success()
+            return result
+
+    async def _arun(self, value: Any, config: RunnableConfig) -> Any:
+        core, plan = self._core, self._plan(config)
+        while True:
+            step = plan.next()
+            if isinstance(step, Wait):
+                await core.asleep(step.seconds)
+                continue
+            try:
+                async with asyncio.timeout(step.timeout):
+                    result = await step.route.runnable.ainvoke(value, config)
+            except BaseException as exc:
+                plan.failure(_deadline_error(exc, step.timeout))
+                continue
+            plan.success()
+            return result
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        if kwargs:
+            raise InputError(f"unsupported keyword arguments: {sorted(kwargs)}")
+        return self._call_with_config(lambda value, config: self._run(value, config), input, config)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        if kwargs:
+            raise InputError(f"unsupported keyword arguments: {sorted(kwargs)}")
+        return await self._acall_with_config(
+            lambda value, config: self._arun(value, config), input, config
+        )

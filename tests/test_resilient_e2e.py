@@ -1,0 +1,89 @@
+"""End to end on loopback: the official channel hangs, the relay is healthy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from dify_lc import BreakerPolicy, ChatDify, ChatRelay, ResilientChatModel
+from dify_lc.testing import DEFAULT_ANSWER, FakeDify, FakeRelay, Fault
+
+DIFY_KEY = "app-e2e-test-key-0123456789"
+RELAY_KEY = "sk-e2e-test-key-0123456789"
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[FakeDify, FakeRelay]]:
+    with (
+        FakeDify(api_key=DIFY_KEY) as dify,
+        FakeRelay(api_key=RELAY_KEY, answer="relay says hi") as relay,
+    ):
+        dify.set_default(Fault(hang=True))
+        yield dify, relay
+
+
+def build(dify: FakeDify, relay: FakeRelay, **kw: object) -> ResilientChatModel:
+    official = ChatDify(
+        api_key=DIFY_KEY, base_url=dify.base_url, read_timeout=0.2, backend="official"
+    )
+    backup = ChatRelay(model="gpt-4o", api_key=RELAY_KEY, base_url=relay.base_url, backend="relay")
+    return ResilientChatModel(
+        official, [backup], breaker=BreakerPolicy(fail_max=3, reset_timeout=60), deadline=5, **kw
+    )
+
+
+def generate(dify: FakeDify) -> int:
+    return sum(1 for r in dify.requests if r.path.endswith("/chat-messages"))
+
+
+def test_hung_primary_is_skipped_once_its_breaker_opens(
+    servers: tuple[FakeDify, FakeRelay],
+) -> None:
+    dify, relay = servers
+    model = build(dify, relay)
+    answers, latencies = [], []
+    for _ in range(20):
+        start = time.perf_counter()
+        answers.append(model.invoke("hi").content)
+        latencies.append(time.perf_counter() - start)
+    assert answers == ["relay says hi"] * 20
+    assert generate(dify) == 3  # fail_max attempts, then never again
+    assert model.route("official").breaker.state == "open"
+    assert max(latencies[3:]) < 0.2  # no more waiting on the hung channel
+
+
+async def test_async_and_streaming_fall_back(servers: tuple[FakeDify, FakeRelay]) -> None:
+    dify, relay = servers
+    model = build(dify, relay)
+    results = await asyncio.gather(*[model.ainvoke("hi") for _ in range(10)])
+    assert {r.content for r in results} == {"relay says hi"}
+    text = "".join([c.content async for c in model.astream("hi")])
+    assert text == "relay says hi"
+    assert generate(dify) <= 10  # concurrent first wave may all reach it; then none
+    before = generate(dify)
+    await model.ainvoke("hi")
+    assert generate(dify) == before
+
+
+def test_dify_first_when_healthy_and_history_reaches_the_relay(
+    servers: tuple[FakeDify, FakeRelay],
+) -> None:
+    dify, relay = servers
+    dify.set_default(None)
+    model = build(dify, relay)
+    msg = model.invoke("hi")
+    assert msg.content == DEFAULT_ANSWER
+    assert msg.response_metadata["route"] == "official"
+    dify.set_default(Fault.server_error(503))
+    history = ["hello", "hi there", "what did I say?"]
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    msgs = [HumanMessage(history[0]), AIMessage(history[1]), HumanMessage(history[2])]
+    reply = model.invoke(msgs, conversation_id="c-1")
+    assert reply.response_metadata["route"] == "relay"
+    sent = [r.json for r in relay.requests if r.path.endswith("/chat/completions")][-1]
+    assert [m["content"] for m in sent["messages"]] == history  # full history: context survives
+    assert "conversation_id" not in sent
