@@ -8,6 +8,7 @@ Public API::
 
 from dify_lc.chat_models import ChatDify, ChatRelay
 from dify_lc.client import DifyClient
+from dify_lc.config import from_config
 from dify_lc.errors import (
     AllRoutesFailedError,
     APIConnectionError,
@@ -68,4 +69,5 @@ __all__ = [
     "Timeouts",
     "WorkflowRunFailedError",
     "__version__",
+    "from_config",
 ]
