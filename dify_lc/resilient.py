@@ -237,6 +237,44 @@ class ResilientChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"routes": [r.name for r in self.routes], "deadline": self.deadline}
 
+    def bind_tools(
+        self, tools: Sequence[Any], **kwargs: Any
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools on every route (each must support tool calling); breakers are shared.
+
+        ``with_structured_output`` (LangChain's default, through tool calling) works on top.
+        """
+        routes = []
+        for route in self.routes:
+            try:
+                bound = route.runnable.bind_tools(tools, **kwargs)
+            except NotImplementedError:
+                raise InputError(
+                    f"route {route.name!r} ({type(route.runnable).__name__}) does not support "
+                    "tool calling, so the resilient model cannot bind tools"
+                ) from None
+            routes.append(
+                Route(
+                    name=route.name,
+                    runnable=bound,
+                    breaker=route.breaker,
+                    weight=route.weight,
+                    idempotent=route.idempotent,
+                    native=route.native,
+                )
+            )
+        clone = ResilientChatModel(routes=routes, retry=self.retry, deadline=self.deadline)
+        clone._core = _Resilience(
+            routes,
+            self.retry,
+            self.deadline,
+            clock=self._core.clock,
+            sleep=self._core.sleep,
+            asleep=self._core.asleep,
+            rand=self._core.rand,
+        )
+        return clone
+
     def route(self, name: str) -> Route:
         """The route called ``name``."""
         for route in self.routes:

@@ -87,3 +87,28 @@ def test_dify_first_when_healthy_and_history_reaches_the_relay(
     sent = [r.json for r in relay.requests if r.path.endswith("/chat/completions")][-1]
     assert [m["content"] for m in sent["messages"]] == history  # full history: context survives
     assert "conversation_id" not in sent
+
+
+def test_tools_and_structured_output_across_routes() -> None:
+    from pydantic import BaseModel
+
+    from dify_lc.errors import InputError
+
+    class Weather(BaseModel):
+        """Weather for a city."""
+
+        city: str
+
+    with FakeRelay(api_key=RELAY_KEY) as a, FakeRelay(api_key=RELAY_KEY) as b:
+        a.set_default(Fault(status=401))
+        first = ChatRelay(model="gpt-4o", api_key=RELAY_KEY, base_url=a.base_url, backend="a")
+        second = ChatRelay(model="gpt-4o", api_key=RELAY_KEY, base_url=b.base_url, backend="b")
+        model = ResilientChatModel(first, [second])
+        msg = model.bind_tools([Weather]).invoke("use the tool")
+        assert msg.tool_calls[0]["name"] == "Weather"
+        assert msg.response_metadata["route"] == "b"
+        assert model.with_structured_output(Weather).invoke("weather") == Weather(city="x")
+        with FakeDify(api_key=DIFY_KEY) as dify:
+            mixed = ResilientChatModel(ChatDify(api_key=DIFY_KEY, base_url=dify.base_url), [second])
+            with pytest.raises(InputError, match="does not support tool calling"):
+                mixed.bind_tools([Weather])
