@@ -275,6 +275,26 @@ class ResilientChatModel(BaseChatModel):
         )
         return clone
 
+    def use_clock(
+        self,
+        clock: Callable[[], float],
+        *,
+        sleep: Callable[[float], None] | None = None,
+        asleep: Callable[[float], Any] | None = None,
+        rand: Callable[[], float] | None = None,
+    ) -> None:
+        """Replace time and randomness (for tests: no real waiting, reproducible jitter).
+
+        ``clock`` is used for deadlines and, as the wall clock, by every route's breaker.
+        """
+        core = self._core
+        core.clock = clock
+        core.sleep = sleep or core.sleep
+        core.asleep = asleep or core.asleep
+        core.rand = rand or core.rand
+        for route in self.routes:
+            route.breaker._wall = clock
+
     def route(self, name: str) -> Route:
         """The route called ``name``."""
         for route in self.routes:
@@ -565,6 +585,26 @@ class ResilientRunnable(RunnableSerializable[Any, Any]):
             routes=built, retry=retry or RetryPolicy(), deadline=deadline, **kwargs
         )
         self._core = _Resilience(built, self.retry, deadline)
+
+    def use_clock(
+        self,
+        clock: Callable[[], float],
+        *,
+        sleep: Callable[[float], None] | None = None,
+        asleep: Callable[[float], Any] | None = None,
+        rand: Callable[[], float] | None = None,
+    ) -> None:
+        """Replace time and randomness (for tests: no real waiting, reproducible jitter).
+
+        ``clock`` is used for deadlines and, as the wall clock, by every route's breaker.
+        """
+        core = self._core
+        core.clock = clock
+        core.sleep = sleep or core.sleep
+        core.asleep = asleep or core.asleep
+        core.rand = rand or core.rand
+        for route in self.routes:
+            route.breaker._wall = clock
 
     def _plan(self, config: RunnableConfig | None) -> FallbackPlan:
         kwargs: dict[str, Any] = {}

@@ -111,12 +111,7 @@ def resilient(*models: Scripted, clock: FakeClock | None = None, **kw: Any) -> R
     clock = clock or FakeClock()
     policy = kw.pop("breaker", BreakerPolicy(fail_max=3, reset_timeout=30))
     m = ResilientChatModel(models[0], list(models[1:]), breaker=policy, **kw)
-    m._core.clock = clock
-    m._core.sleep = clock.sleep
-    m._core.asleep = clock.asleep
-    m._core.rand = lambda: 0.5
-    for route in m.routes:
-        route.breaker._wall = clock
+    m.use_clock(clock, sleep=clock.sleep, asleep=clock.asleep, rand=lambda: 0.5)
     return m
 
 
@@ -605,3 +600,28 @@ def test_resilient_runnable_over_runnables() -> None:
     assert asyncio.run(model.ainvoke({"q": 2})) == {"echo": {"q": 2}}
     assert calls == ["primary", "backup", "primary", "backup"]
     assert isinstance(BreakerOpenError("x"), Exception)
+
+
+async def test_cancelled_call_does_not_count_and_frees_the_probe() -> None:
+    clock = FakeClock()
+    primary = Scripted(backend="primary", script=[], default="primary", clock=clock)
+    model = resilient(primary, clock=clock, breaker=BreakerPolicy(fail_max=1, reset_timeout=10))
+    started = asyncio.Event()
+
+    async def hang(*a: Any, **k: Any) -> ChatResult:
+        started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    primary.__dict__["_agenerate"] = hang
+    breaker = model.route("primary").breaker
+    breaker.failure(breaker.admit(), ServerError("x"), 0.0)  # type: ignore[arg-type]
+    clock.now += 11  # half-open: the next call is the probe
+    task = asyncio.create_task(model.ainvoke("hi"))
+    await started.wait()
+    assert breaker.admit() is None  # the probe slot is taken
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert breaker.state == "half-open"  # nothing counted
+    assert breaker.admit() is not None  # and the slot is free again
