@@ -112,3 +112,39 @@ def test_tools_and_structured_output_across_routes() -> None:
             mixed = ResilientChatModel(ChatDify(api_key=DIFY_KEY, base_url=dify.base_url), [second])
             with pytest.raises(InputError, match="does not support tool calling"):
                 mixed.bind_tools([Weather])
+
+
+def test_stopping_a_resilient_stream_early_stops_the_dify_task() -> None:
+    with (
+        FakeDify(api_key=DIFY_KEY, chunk_delay=0.05) as dify,
+        FakeRelay(api_key=RELAY_KEY) as relay,
+    ):
+        model = build(dify, relay)
+        for _chunk in model.stream("hi"):
+            break
+        assert len(dify.stops) == 1
+        assert model.route("official").breaker.circuit.fail_counter == 0
+
+
+async def test_cancelling_a_resilient_async_stream_stops_the_dify_task() -> None:
+    async with (
+        FakeDify(api_key=DIFY_KEY, chunk_delay=0.05) as dify,
+        FakeRelay(api_key=RELAY_KEY) as relay,
+    ):
+        model = build(dify, relay)
+        first = asyncio.Event()
+
+        async def consume() -> None:
+            async for _chunk in model.astream("hi"):
+                first.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(first.wait(), 3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(100):
+            if dify.stops:
+                break
+            await asyncio.sleep(0.02)
+        assert len(dify.stops) == 1
