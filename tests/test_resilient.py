@@ -625,3 +625,40 @@ async def test_cancelled_call_does_not_count_and_frees_the_probe() -> None:
         await task
     assert breaker.state == "half-open"  # nothing counted
     assert breaker.admit() is not None  # and the slot is free again
+
+
+def test_cold_start_limits_calls_in_flight_until_the_first_answer() -> None:
+    b = Breaker("x", BreakerPolicy(fail_max=3), wall=FakeClock())
+    permits = [b.admit() for _ in range(5)]
+    assert [p is not None for p in permits] == [True, True, True, False, False]
+    b.release(permits[0])  # type: ignore[arg-type]
+    again = b.admit()
+    assert again is not None
+    b.success(again, 0.1)  # the backend answered: no limit any more
+    assert all(b.admit() is not None for _ in range(50))
+
+
+async def test_concurrent_first_wave_against_a_hung_primary_reaches_it_at_most_fail_max_times() -> (
+    None
+):
+    hung = 0
+    release = asyncio.Event()
+
+    class Hung(Scripted):
+        async def _agenerate(self, *a: Any, **k: Any) -> ChatResult:
+            nonlocal hung
+            hung += 1
+            await release.wait()
+            raise APITimeoutError("read timeout", request_sent=True, retryable=False)
+
+    clock = FakeClock()
+    primary = Hung(backend="primary", script=[], clock=clock)
+    relay = Scripted(backend="relay", script=[], default="relay", clock=clock)
+    model = resilient(primary, relay, clock=clock, breaker=BreakerPolicy(fail_max=3))
+    tasks = [asyncio.create_task(model.ainvoke("hi")) for _ in range(50)]
+    await asyncio.sleep(0.05)
+    release.set()
+    answers = [m.content for m in await asyncio.gather(*tasks)]
+    assert answers == ["relay"] * 50
+    assert hung == 3
+    assert model.route("primary").breaker.state == "open"

@@ -62,7 +62,9 @@ async def test_async_and_streaming_fall_back(servers: tuple[FakeDify, FakeRelay]
     assert {r.content for r in results} == {"relay says hi"}
     text = "".join([c.content async for c in model.astream("hi")])
     assert text == "relay says hi"
-    assert generate(dify) <= 10  # concurrent first wave may all reach it; then none
+    assert (
+        generate(dify) == 3
+    )  # cold start: at most fail_max calls wait on a backend never heard from
     before = generate(dify)
     await model.ainvoke("hi")
     assert generate(dify) == before

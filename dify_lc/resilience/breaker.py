@@ -39,8 +39,16 @@ class BreakerPolicy:
 
     After ``reset_timeout`` seconds open, the breaker is half-open: up to ``half_open_probes``
     calls go through, the rest are rejected at once; a probe's success closes it, a failure
-    re-opens it. What counts as a failure is the error's ``counts_as_failure`` flag
-    (:mod:`dify_lc.errors`); cancellation and a consumer stopping a stream early never count.
+    re-opens it.
+
+    Cold start: until the backend has answered once, at most ``cold_start_limit`` calls
+    (default ``fail_max``) are in flight to it and the rest are rejected at once (they go to the
+    next route). A backend that hangs from the first call would otherwise collect every
+    concurrent call of the first wave before a single failure could be counted. The last route
+    of a call is never held back this way (there is nowhere else to go).
+
+    What counts as a failure is the error's ``counts_as_failure`` flag (:mod:`dify_lc.errors`);
+    cancellation and a consumer stopping a stream early never count.
     """
 
     fail_max: int = 5
@@ -51,6 +59,7 @@ class BreakerPolicy:
     slow_call_duration: float | None = None
     slow_call_rate: float = 0.5
     half_open_probes: int = 1
+    cold_start_limit: int | None = None
 
     def __post_init__(self) -> None:
         if self.fail_max < 1 or self.window < 1 or self.half_open_probes < 1:
@@ -61,13 +70,15 @@ class BreakerPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Permit:
-    """Admission to call a backend; ``probe`` marks a half-open trial call."""
+    """Admission to call a backend; ``probe``: a half-open trial; ``cold``: under the cold start."""
 
     probe: bool
+    cold: bool = False
 
 
 _NORMAL = Permit(probe=False)
 _PROBE = Permit(probe=True)
+_COLD = Permit(probe=False, cold=True)
 
 
 class Breaker:
@@ -82,7 +93,19 @@ class Breaker:
         wall: wall clock in seconds (pybreaker stores ``opened_at`` as a datetime); injectable.
     """
 
-    __slots__ = ("_cb", "_lock", "_probes", "_storage", "_wall", "_window", "name", "policy")
+    __slots__ = (
+        "_cb",
+        "_cold_limit",
+        "_in_flight",
+        "_lock",
+        "_probes",
+        "_storage",
+        "_wall",
+        "_warm",
+        "_window",
+        "name",
+        "policy",
+    )
 
     def __init__(
         self,
@@ -105,6 +128,10 @@ class Breaker:
         self._lock = threading.Lock()
         self._probes = 0
         self._window: deque[int] = deque(maxlen=policy.window)
+        self._warm = False  # has the backend answered since we started?
+        self._in_flight = 0  # calls admitted while cold
+        limit = policy.cold_start_limit
+        self._cold_limit = breaker.fail_max if limit is None else limit
 
     @property
     def circuit(self) -> pybreaker.CircuitBreaker:
@@ -121,11 +148,22 @@ class Breaker:
 
     # ------------------------------------------------------------------ admission
 
-    def admit(self) -> Permit | None:
-        """May this backend be called now? ``None`` means rejected (no I/O, microseconds)."""
+    def admit(self, *, last: bool = False) -> Permit | None:
+        """May this backend be called now? ``None`` means rejected (no I/O, microseconds).
+
+        ``last``: no other route is left for this call, so the cold-start limit does not apply.
+        """
         state = self._storage.state
         if state == CLOSED:
-            return _NORMAL
+            if self._warm or last:
+                return _NORMAL
+            with self._lock:
+                if self._warm:
+                    return _NORMAL
+                if self._in_flight >= self._cold_limit:
+                    return None
+                self._in_flight += 1
+            return _COLD
         if state == OPEN:
             opened_at = self._storage.opened_at
             if opened_at is not None and self._wall() < (
@@ -148,6 +186,14 @@ class Breaker:
         """Record a successful call that took ``latency`` seconds."""
         slow_after = self.policy.slow_call_duration
         slow = slow_after is not None and latency >= slow_after
+        if not self._warm:
+            with self._lock:
+                self._warm = True
+                if permit.cold:
+                    self._in_flight -= 1
+        elif permit.cold:
+            with self._lock:
+                self._in_flight -= 1
         if permit.probe:
             with self._lock:
                 self._probes = max(self._probes - 1, 0)
@@ -170,6 +216,9 @@ class Breaker:
         if not _counts(self._cb, error):
             self.release(permit)
             return
+        if permit.cold:
+            with self._lock:
+                self._in_flight -= 1
         for listener in self._cb.listeners:
             listener.failure(self._cb, error)
         if permit.probe:
@@ -186,7 +235,10 @@ class Breaker:
 
     def release(self, permit: Permit) -> None:
         """The call ended without an outcome (cancelled, stream stopped early): no count."""
-        if permit.probe:
+        if permit.cold:
+            with self._lock:
+                self._in_flight -= 1
+        elif permit.probe:
             with self._lock:
                 self._probes = max(self._probes - 1, 0)
 

@@ -97,13 +97,18 @@ class FallbackPlan:
             remaining = None if self.deadline is None else self.deadline - now
             if remaining is not None and remaining <= 0:
                 raise self._give_up("deadline exceeded")
-            permit = route.breaker.admit()
+            permit = route.breaker.admit(last=self._index == len(self.routes) - 1)
             if permit is None:
+                why = (
+                    "circuit open"
+                    if route.breaker.state != "closed"
+                    else "cold start: calls already in flight and no answer yet"
+                )
                 self.attempts.append(
                     Attempt(
                         route.name,
                         route.name,
-                        BreakerOpenError(f"circuit open for {route.name}", backend=route.name),
+                        BreakerOpenError(f"{why} for {route.name}", backend=route.name),
                         0.0,
                     )
                 )
