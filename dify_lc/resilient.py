@@ -34,7 +34,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from dify_lc.errors import ConfigurationError, InputError
 from dify_lc.resilience.breaker import Breaker, BreakerPolicy
 from dify_lc.resilience.canary import bucket, choose
-from dify_lc.resilience.plan import FallbackPlan, Route, Wait
+from dify_lc.resilience.plan import FallbackPlan, Route, Try, Wait
 from dify_lc.resilience.retry import RetryPolicy
 from dify_lc.settings import HTTPSettings
 
@@ -155,19 +155,59 @@ def _pull_configurable(config: RunnableConfig | None, kwargs: dict[str, Any]) ->
                 kwargs[key] = configurable[key]
 
 
-def _has_content(chunk: Any) -> bool:
-    content = getattr(chunk, "content", chunk)
-    if content:
-        return True
-    return bool(getattr(chunk, "tool_call_chunks", None))
+def _has_content(item: Any) -> bool:
+    """Does this streamed item commit the stream? A message chunk with text or a tool call;
+    any other item (a Runnable's output) as soon as it exists."""
+    if isinstance(item, BaseMessage):
+        return bool(item.content) or bool(getattr(item, "tool_call_chunks", None))
+    return True
 
 
-def _text(chunk: Any) -> str:
-    content = getattr(chunk, "content", "")
-    return content if isinstance(content, str) else ""
+def _text(item: Any) -> str:
+    if isinstance(item, BaseMessage):
+        return item.content if isinstance(item.content, str) else ""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, Mapping) and isinstance(item.get("text"), str):
+        return str(item["text"])  # DifyWorkflow's text_chunk items
+    return ""
 
 
-class ResilientChatModel(BaseChatModel):
+class _RoutesMixin:
+    """What both resilient classes offer about their routes (no fields: a plain mixin)."""
+
+    routes: list[Route]
+    _core: _Resilience
+
+    def use_clock(
+        self,
+        clock: Callable[[], float],
+        *,
+        sleep: Callable[[float], None] | None = None,
+        asleep: Callable[[float], Any] | None = None,
+        rand: Callable[[], float] | None = None,
+    ) -> None:
+        """Replace time and randomness (for tests: no real waiting, reproducible jitter).
+
+        ``clock`` is used for deadlines and, as the wall clock, by every route's breaker.
+        """
+        core = self._core
+        core.clock = clock
+        core.sleep = sleep or core.sleep
+        core.asleep = asleep or core.asleep
+        core.rand = rand or core.rand
+        for route in self.routes:
+            route.breaker._wall = clock
+
+    def route(self, name: str) -> Route:
+        """The route called ``name``."""
+        for route in self.routes:
+            if route.name == name:
+                return route
+        raise KeyError(name)
+
+
+class ResilientChatModel(_RoutesMixin, BaseChatModel):
     """A chat model that survives its backends: breaker, retry, deadline, fallback, canary.
 
     Example:
@@ -283,33 +323,6 @@ class ResilientChatModel(BaseChatModel):
             rand=self._core.rand,
         )
         return clone
-
-    def use_clock(
-        self,
-        clock: Callable[[], float],
-        *,
-        sleep: Callable[[float], None] | None = None,
-        asleep: Callable[[float], Any] | None = None,
-        rand: Callable[[], float] | None = None,
-    ) -> None:
-        """Replace time and randomness (for tests: no real waiting, reproducible jitter).
-
-        ``clock`` is used for deadlines and, as the wall clock, by every route's breaker.
-        """
-        core = self._core
-        core.clock = clock
-        core.sleep = sleep or core.sleep
-        core.asleep = asleep or core.asleep
-        core.rand = rand or core.rand
-        for route in self.routes:
-            route.breaker._wall = clock
-
-    def route(self, name: str) -> Route:
-        """The route called ``name``."""
-        for route in self.routes:
-            if route.name == name:
-                return route
-        raise KeyError(name)
 
     # ------------------------------------------------------------------ per-call config
 
@@ -440,44 +453,14 @@ class ResilientChatModel(BaseChatModel):
         core = self._core
         plan = core.plan(kwargs)
         config = self._child(run_manager)
-        while True:
-            step = plan.next()
-            if isinstance(step, Wait):
-                core.sleep(step.seconds)
-                continue
-            route = step.route
-            held: list[Any] | None = []  # chunks before the first token: dropped on failure
-            parts: list[str] = []
-            stream = _iter(
-                route, messages, config, stop, core.route_kwargs(route, step.timeout, kwargs)
-            )
-            try:
-                for chunk in stream:
-                    if held is not None:
-                        held.append(chunk)
-                        if not _has_content(chunk):
-                            continue
-                        pending, held = held, None  # committed
-                        for c in pending:
-                            parts.append(_text(c))
-                            yield ChatGenerationChunk(message=c)
-                        continue
-                    parts.append(_text(chunk))
-                    yield ChatGenerationChunk(message=chunk)
-            except GeneratorExit:
-                stream.close()
-                plan.abandon()
-                raise
-            except BaseException as exc:
-                if held is None:
-                    raise plan.failure_after_commit(exc, "".join(parts)) from exc
-                plan.failure(exc)
-                continue
-            plan.success()
-            for c in held or ():
-                yield ChatGenerationChunk(message=c)
-            yield self._route_chunk(route, len(plan.attempts))
-            return
+
+        def open_stream(step: Try) -> Iterator[Any]:
+            kw = core.route_kwargs(step.route, step.timeout, kwargs)
+            return _iter(step.route, messages, config, stop, kw)
+
+        for chunk in _drive_stream(core, plan, open_stream):
+            yield ChatGenerationChunk(message=chunk)
+        yield self._route_chunk(plan)
 
     async def _astream(
         self,
@@ -489,61 +472,122 @@ class ResilientChatModel(BaseChatModel):
         core = self._core
         plan = core.plan(kwargs)
         config = self._child(run_manager)
-        while True:
-            step = plan.next()
-            if isinstance(step, Wait):
-                await core.asleep(step.seconds)
-                continue
-            route = step.route
-            held: list[Any] | None = []
-            parts: list[str] = []
-            stream = _aiter(
-                route, messages, config, stop, core.route_kwargs(route, step.timeout, kwargs)
-            )
-            deadline = None if step.timeout is None else core.clock() + step.timeout
-            try:
-                while True:
-                    left = None if deadline is None else max(deadline - core.clock(), 0)
-                    try:
-                        async with asyncio.timeout(left):
-                            chunk = await anext(stream)
-                    except StopAsyncIteration:
-                        break
-                    if held is not None:
-                        held.append(chunk)
-                        if not _has_content(chunk):
-                            continue
-                        pending, held = held, None
-                        for c in pending:
-                            parts.append(_text(c))
-                            yield ChatGenerationChunk(message=c)
-                        continue
-                    parts.append(_text(chunk))
-                    yield ChatGenerationChunk(message=chunk)
-            except (GeneratorExit, asyncio.CancelledError):
-                await stream.aclose()
-                plan.abandon()
-                raise
-            except BaseException as exc:
-                await stream.aclose()
-                exc = _deadline_error(exc, step.timeout)
-                if held is None:
-                    raise plan.failure_after_commit(exc, "".join(parts)) from exc
-                plan.failure(exc)
-                continue
-            plan.success()
-            for c in held or ():
-                yield ChatGenerationChunk(message=c)
-            yield self._route_chunk(route, len(plan.attempts))
-            return
+
+        def open_stream(step: Try) -> AsyncGenerator[Any, None]:
+            kw = core.route_kwargs(step.route, step.timeout, kwargs)
+            return _aiter(step.route, messages, config, stop, kw)
+
+        async for chunk in _adrive_stream(core, plan, open_stream):
+            yield ChatGenerationChunk(message=chunk)
+        yield self._route_chunk(plan)
 
     @staticmethod
-    def _route_chunk(route: Route, attempts: int) -> ChatGenerationChunk:
+    def _route_chunk(plan: FallbackPlan) -> ChatGenerationChunk:
+        name = plan.served.name if plan.served else None
         return ChatGenerationChunk(
             message=AIMessageChunk(
-                content="", response_metadata={"route": route.name, "attempts": attempts + 1}
+                content="", response_metadata={"route": name, "attempts": len(plan.attempts) + 1}
             )
         )
+
+
+def _drive_stream(
+    core: _Resilience, plan: FallbackPlan, open_stream: Callable[[Try], Iterator[Any]]
+) -> Iterator[Any]:
+    """Stream through the plan: items before the first content item are held, and dropped
+    with an attempt that fails; after it, a failure is a ``StreamInterruptedError``."""
+    while True:
+        step = plan.next()
+        if isinstance(step, Wait):
+            core.sleep(step.seconds)
+            continue
+        held: list[Any] | None = []
+        parts: list[str] = []
+        stream = open_stream(step)
+        try:
+            for item in stream:
+                if held is not None:
+                    held.append(item)
+                    if not _has_content(item):
+                        continue
+                    pending, held = held, None  # committed
+                    parts.extend(_text(i) for i in pending)
+                    yield from pending
+                    continue
+                parts.append(_text(item))
+                yield item
+        except GeneratorExit:
+            _close(stream)
+            plan.abandon()
+            raise
+        except BaseException as exc:
+            if held is None:
+                raise plan.failure_after_commit(exc, "".join(parts)) from exc
+            plan.failure(exc)
+            continue
+        plan.success()
+        yield from held or ()
+        return
+
+
+async def _adrive_stream(
+    core: _Resilience, plan: FallbackPlan, open_stream: Callable[[Try], AsyncGenerator[Any, None]]
+) -> AsyncIterator[Any]:
+    """Async twin of :func:`_drive_stream`; each item wait is bounded by the deadline left."""
+    while True:
+        step = plan.next()
+        if isinstance(step, Wait):
+            await core.asleep(step.seconds)
+            continue
+        held: list[Any] | None = []
+        parts: list[str] = []
+        stream = open_stream(step)
+        deadline = None if step.timeout is None else core.clock() + step.timeout
+        try:
+            while True:
+                left = None if deadline is None else max(deadline - core.clock(), 0)
+                try:
+                    async with asyncio.timeout(left):
+                        item = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                if held is not None:
+                    held.append(item)
+                    if not _has_content(item):
+                        continue
+                    pending, held = held, None
+                    for i in pending:
+                        parts.append(_text(i))
+                        yield i
+                    continue
+                parts.append(_text(item))
+                yield item
+        except (GeneratorExit, asyncio.CancelledError):
+            await stream.aclose()
+            plan.abandon()
+            raise
+        except BaseException as exc:
+            await stream.aclose()
+            exc = _deadline_error(exc, step.timeout)
+            if held is None:
+                raise plan.failure_after_commit(exc, "".join(parts)) from exc
+            plan.failure(exc)
+            continue
+        plan.success()
+        for i in held or ():
+            yield i
+        return
+
+
+async def _agen(items: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+    async for item in items:
+        yield item
+
+
+def _close(stream: Iterator[Any]) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
 
 
 def _direct(route: Route) -> BaseChatModel | None:
@@ -618,7 +662,7 @@ def _deadline_error(exc: BaseException, timeout: float | None) -> BaseException:
     return exc
 
 
-class ResilientRunnable(RunnableSerializable[Any, Any]):
+class ResilientRunnable(_RoutesMixin, RunnableSerializable[Any, Any]):
     """Breaker, retry, deadline, fallback and canary around any Runnables (e.g. DifyWorkflow).
 
     Same policies and arguments as :class:`ResilientChatModel`; ``invoke``/``ainvoke`` (and
@@ -652,26 +696,6 @@ class ResilientRunnable(RunnableSerializable[Any, Any]):
             routes=built, retry=retry or RetryPolicy(), deadline=deadline, **kwargs
         )
         self._core = _Resilience(built, self.retry, deadline)
-
-    def use_clock(
-        self,
-        clock: Callable[[], float],
-        *,
-        sleep: Callable[[float], None] | None = None,
-        asleep: Callable[[float], Any] | None = None,
-        rand: Callable[[], float] | None = None,
-    ) -> None:
-        """Replace time and randomness (for tests: no real waiting, reproducible jitter).
-
-        ``clock`` is used for deadlines and, as the wall clock, by every route's breaker.
-        """
-        core = self._core
-        core.clock = clock
-        core.sleep = sleep or core.sleep
-        core.asleep = asleep or core.asleep
-        core.rand = rand or core.rand
-        for route in self.routes:
-            route.breaker._wall = clock
 
     def _plan(self, config: RunnableConfig | None) -> FallbackPlan:
         kwargs: dict[str, Any] = {}
@@ -708,6 +732,29 @@ class ResilientRunnable(RunnableSerializable[Any, Any]):
                 continue
             plan.success()
             return result
+
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[Any]:
+        """Stream the first route that works; committed at the first item (then no fallback)."""
+        if kwargs:
+            raise InputError(f"unsupported keyword arguments: {sorted(kwargs)}")
+        plan = self._plan(config)
+        yield from _drive_stream(
+            self._core, plan, lambda step: iter(step.route.runnable.stream(input, config))
+        )
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """Async twin of :meth:`stream`."""
+        if kwargs:
+            raise InputError(f"unsupported keyword arguments: {sorted(kwargs)}")
+        plan = self._plan(config)
+        async for item in _adrive_stream(
+            self._core, plan, lambda step: _agen(step.route.runnable.astream(input, config))
+        ):
+            yield item
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         if kwargs:

@@ -150,3 +150,26 @@ async def test_cancelling_a_resilient_async_stream_stops_the_dify_task() -> None
                 break
             await asyncio.sleep(0.02)
         assert len(dify.stops) == 1
+
+
+def test_resilient_runnable_over_dify_workflows() -> None:
+    from dify_lc import DifyWorkflow, ResilientRunnable
+
+    with (
+        FakeDify(api_key=DIFY_KEY) as broken,
+        FakeDify(api_key=DIFY_KEY, answer="backup run") as healthy,
+    ):
+        broken.set_default(Fault.server_error(502))
+        first = DifyWorkflow(api_key=DIFY_KEY, base_url=broken.base_url, backend="wf-main")
+        second = DifyWorkflow(api_key=DIFY_KEY, base_url=healthy.base_url, backend="wf-backup")
+        model = ResilientRunnable(
+            first, [second], retry=__import__("dify_lc").RetryPolicy(max_retries=0)
+        )
+        assert model.invoke({"topic": "x"}) == {"text": "backup run"}
+        assert asyncio.run(model.ainvoke({"topic": "x"})) == {"text": "backup run"}
+        items = list(model.stream({"topic": "x"}))
+        assert items[-1]["outputs"] == {"text": "backup run"}
+        assert (
+            "".join(i.get("text", "") for i in items if i["event"] == "text_chunk") == "backup run"
+        )
+        assert model.route("wf-main").breaker.circuit.fail_counter == 3

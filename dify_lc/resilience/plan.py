@@ -80,6 +80,7 @@ class FallbackPlan:
     _retries: int = 0
     _wait: float | None = None
     _current: tuple[Route, Permit, float] | None = None
+    served: Route | None = None
 
     @property
     def route(self) -> Route | None:
@@ -122,6 +123,7 @@ class FallbackPlan:
         """The attempt succeeded; returns its route."""
         route, permit, started = self._take()
         route.breaker.success(permit, self.clock() - started)
+        self.served = route
         return route
 
     def abandon(self) -> None:
