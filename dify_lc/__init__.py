@@ -29,6 +29,7 @@ from dify_lc.errors import (
     StreamInterruptedError,
     WorkflowRunFailedError,
 )
+from dify_lc.observability import Metrics, Price, PriceTable, configure_logging
 from dify_lc.resilience.breaker import Breaker, BreakerPolicy
 from dify_lc.resilience.plan import Route
 from dify_lc.resilience.retry import RetryPolicy
@@ -57,7 +58,10 @@ __all__ = [
     "DifyWorkflow",
     "InBandStreamError",
     "InputError",
+    "Metrics",
     "NotFoundError",
+    "Price",
+    "PriceTable",
     "ProtocolError",
     "RateLimitError",
     "ResilientChatModel",
@@ -69,5 +73,6 @@ __all__ = [
     "Timeouts",
     "WorkflowRunFailedError",
     "__version__",
+    "configure_logging",
     "from_config",
 ]

@@ -6,6 +6,7 @@ import os
 from typing import Any, Literal
 
 from dify_lc.errors import ConfigurationError
+from dify_lc.observability.redact import register_secret
 from dify_lc.protocol import dify as proto
 from dify_lc.settings import check_base_url
 from dify_lc.transport import AsyncBackend, Endpoint, Timeouts
@@ -40,6 +41,7 @@ class DifyClient:
             raise ConfigurationError(
                 "DifyClient needs an API key: pass api_key=... or set DIFY_API_KEY"
             )
+        register_secret(key)
         url = base_url or os.environ.get("DIFY_BASE_URL") or "https://api.dify.ai/v1"
         self.endpoint = Endpoint(
             check_base_url(url, env_var="DIFY_BASE_URL"),

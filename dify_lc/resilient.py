@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
+    Awaitable,
     Callable,
     Generator,
     Iterator,
@@ -32,6 +34,9 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializa
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from dify_lc.errors import ConfigurationError, InputError
+from dify_lc.observability.metrics import Metrics
+from dify_lc.observability.prices import PriceTable
+from dify_lc.observability.recorder import Recorder
 from dify_lc.resilience.breaker import Breaker, BreakerPolicy
 from dify_lc.resilience.canary import bucket, choose
 from dify_lc.resilience.plan import FallbackPlan, Route, Try, Wait
@@ -114,16 +119,26 @@ class _Resilience:
         sleep: Callable[[float], None] = time.sleep,
         asleep: Callable[[float], Any] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
+        recorder: Recorder | None = None,
     ) -> None:
         self.routes = routes
         self.retry = retry
         self.deadline = deadline
         self.clock, self.sleep, self.asleep, self.rand = clock, sleep, asleep, rand
+        self.recorder = recorder
+
+    def finish(
+        self, plan: FallbackPlan, *, result: Any = None, error: BaseException | None = None
+    ) -> None:
+        """The logical call is over: one ``llm.call`` event and the call metrics."""
+        if self.recorder is not None:
+            self.recorder.call(plan, result=result, error=error)
 
     def plan(self, kwargs: dict[str, Any]) -> FallbackPlan:
         """Order the routes for this call (canary first) and start its deadline."""
         routes = self.routes
         weights = [r.weight for r in routes]
+        position = None
         if any(weights):
             key = kwargs.pop("sticky_key", None) or kwargs.get("user")
             position = bucket(str(key)) if key is not None else self.rand()
@@ -133,7 +148,17 @@ class _Resilience:
         else:
             kwargs.pop("sticky_key", None)
         deadline = None if self.deadline is None else self.clock() + self.deadline
-        return FallbackPlan(routes, self.retry, deadline, clock=self.clock, rand=self.rand)
+        recorder = self.recorder
+        return FallbackPlan(
+            routes,
+            self.retry,
+            deadline,
+            clock=self.clock,
+            rand=self.rand,
+            observer=recorder.attempt if recorder is not None else None,
+            request_id=uuid.uuid4().hex if recorder is not None else "",
+            bucket=position,
+        )
 
     @staticmethod
     def route_kwargs(route: Route, timeout: float | None, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -173,11 +198,23 @@ def _text(item: Any) -> str:
     return ""
 
 
+def _recorder(metrics: Metrics | bool, prices: PriceTable | None) -> Recorder:
+    if metrics is True:
+        metrics = Metrics()
+    return Recorder(metrics or None, prices)
+
+
 class _RoutesMixin:
     """What both resilient classes offer about their routes (no fields: a plain mixin)."""
 
     routes: list[Route]
     _core: _Resilience
+
+    @property
+    def metrics(self) -> Metrics | None:
+        """Per-route / per-backend / per-call metrics of this model (``snapshot()``)."""
+        recorder = self._core.recorder
+        return recorder.metrics if recorder is not None else None
 
     def use_clock(
         self,
@@ -247,6 +284,14 @@ class ResilientChatModel(_RoutesMixin, BaseChatModel):
         breaker: :class:`BreakerPolicy` for every route; ``breakers=`` maps route names to your
             own ``pybreaker.CircuitBreaker`` objects (shared Redis storage, listeners).
         deadline: seconds for the whole call (default 60; ``None``: none).
+        metrics: a :class:`~dify_lc.observability.metrics.Metrics` to record into (default: a
+            new one, see :attr:`metrics`; ``False``: none).
+        prices: a :class:`~dify_lc.observability.prices.PriceTable` for routes whose backend
+            does not report a price (Dify does).
+
+    Events: with logging configured (``dify_lc.configure_logging()``), every attempt writes an
+    ``llm.attempt`` event and every call an ``llm.call`` event (route, backend, outcome, error,
+    latency, time to first token, tokens, cost, breaker state, canary bucket, request id).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -268,6 +313,8 @@ class ResilientChatModel(_RoutesMixin, BaseChatModel):
         breaker: BreakerPolicy | None = None,
         breakers: Mapping[str, Any] | None = None,
         deadline: float | None = 60.0,
+        metrics: Metrics | bool = True,
+        prices: PriceTable | None = None,
         **kwargs: Any,
     ) -> None:
         built = _make_routes(primary, fallbacks, routes, canary, breaker, breakers)
@@ -276,7 +323,7 @@ class ResilientChatModel(_RoutesMixin, BaseChatModel):
         )
         if deadline is not None and deadline <= 0:
             raise ConfigurationError("deadline must be positive (or None)")
-        self._core = _Resilience(built, self.retry, deadline)
+        self._core = _Resilience(built, self.retry, deadline, recorder=_recorder(metrics, prices))
 
     @property
     def _llm_type(self) -> str:
@@ -321,6 +368,7 @@ class ResilientChatModel(_RoutesMixin, BaseChatModel):
             sleep=self._core.sleep,
             asleep=self._core.asleep,
             rand=self._core.rand,
+            recorder=self._core.recorder,
         )
         return clone
 
@@ -380,9 +428,9 @@ class ResilientChatModel(_RoutesMixin, BaseChatModel):
         return {"callbacks": []}
 
     @staticmethod
-    def _label(message: BaseMessage, route: Route, attempts: int) -> None:
-        message.response_metadata["route"] = route.name
-        message.response_metadata["attempts"] = attempts + 1
+    def _label(message: BaseMessage, plan: FallbackPlan) -> None:
+        message.response_metadata["route"] = plan.served.name if plan.served else None
+        message.response_metadata["attempts"] = len(plan.attempts) + 1
 
     def _generate(
         self,
@@ -394,22 +442,14 @@ class ResilientChatModel(_RoutesMixin, BaseChatModel):
         core = self._core
         plan = core.plan(kwargs)
         config = self._child(run_manager)
-        while True:
-            step = plan.next()
-            if isinstance(step, Wait):
-                core.sleep(step.seconds)
-                continue
-            route = step.route
-            try:
-                message = _invoke(
-                    route, messages, config, stop, core.route_kwargs(route, step.timeout, kwargs)
-                )
-            except BaseException as exc:
-                plan.failure(exc)
-                continue
-            plan.success()
-            self._label(message, route, len(plan.attempts))
-            return ChatResult(generations=[ChatGeneration(message=message)])
+
+        def call(step: Try) -> BaseMessage:
+            kw = core.route_kwargs(step.route, step.timeout, kwargs)
+            return _invoke(step.route, messages, config, stop, kw)
+
+        message = _drive_call(core, plan, call)
+        self._label(message, plan)
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
     async def _agenerate(
         self,
@@ -421,27 +461,14 @@ class ResilientChatModel(_RoutesMixin, BaseChatModel):
         core = self._core
         plan = core.plan(kwargs)
         config = self._child(run_manager)
-        while True:
-            step = plan.next()
-            if isinstance(step, Wait):
-                await core.asleep(step.seconds)
-                continue
-            route = step.route
-            try:
-                async with asyncio.timeout(step.timeout):
-                    message = await _ainvoke(
-                        route,
-                        messages,
-                        config,
-                        stop,
-                        core.route_kwargs(route, step.timeout, kwargs),
-                    )
-            except BaseException as exc:
-                plan.failure(_deadline_error(exc, step.timeout))
-                continue
-            plan.success()
-            self._label(message, route, len(plan.attempts))
-            return ChatResult(generations=[ChatGeneration(message=message)])
+
+        async def call(step: Try) -> BaseMessage:
+            kw = core.route_kwargs(step.route, step.timeout, kwargs)
+            return await _ainvoke(step.route, messages, config, stop, kw)
+
+        message = await _adrive_call(core, plan, call)
+        self._label(message, plan)
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _stream(
         self,
@@ -491,13 +518,63 @@ class ResilientChatModel(_RoutesMixin, BaseChatModel):
         )
 
 
+def _drive_call(core: _Resilience, plan: FallbackPlan, call: Callable[[Try], Any]) -> Any:
+    """Run ``call`` through the plan until a route answers; record the call either way."""
+    try:
+        while True:
+            step = plan.next()
+            if isinstance(step, Wait):
+                core.sleep(step.seconds)
+                continue
+            try:
+                result = call(step)
+            except BaseException as exc:
+                plan.failure(exc)
+                continue
+            plan.success(result)
+            core.finish(plan, result=result)
+            return result
+    except BaseException as exc:
+        core.finish(plan, error=exc)
+        raise
+
+
+async def _adrive_call(
+    core: _Resilience, plan: FallbackPlan, call: Callable[[Try], Awaitable[Any]]
+) -> Any:
+    """Async twin of :func:`_drive_call`; third-party routes are cancelled at the deadline."""
+    try:
+        while True:
+            step = plan.next()
+            if isinstance(step, Wait):
+                await core.asleep(step.seconds)
+                continue
+            try:
+                async with asyncio.timeout(step.timeout):
+                    result = await call(step)
+            except BaseException as exc:
+                plan.failure(_deadline_error(exc, step.timeout))
+                continue
+            plan.success(result)
+            core.finish(plan, result=result)
+            return result
+    except BaseException as exc:
+        core.finish(plan, error=exc)
+        raise
+
+
 def _drive_stream(
     core: _Resilience, plan: FallbackPlan, open_stream: Callable[[Try], Iterator[Any]]
 ) -> Iterator[Any]:
     """Stream through the plan: items before the first content item are held, and dropped
     with an attempt that fails; after it, a failure is a ``StreamInterruptedError``."""
+    summary: Any = None  # the item carrying usage (a chat model's last chunk), for events
     while True:
-        step = plan.next()
+        try:
+            step = plan.next()
+        except BaseException as exc:
+            core.finish(plan, error=exc)
+            raise
         if isinstance(step, Wait):
             core.sleep(step.seconds)
             continue
@@ -506,11 +583,14 @@ def _drive_stream(
         stream = open_stream(step)
         try:
             for item in stream:
+                if getattr(item, "usage_metadata", None):
+                    summary = item
                 if held is not None:
                     held.append(item)
                     if not _has_content(item):
                         continue
                     pending, held = held, None  # committed
+                    plan.first_token_at = core.clock()
                     parts.extend(_text(i) for i in pending)
                     yield from pending
                     continue
@@ -519,13 +599,21 @@ def _drive_stream(
         except GeneratorExit:
             _close(stream)
             plan.abandon()
+            core.finish(plan, error=GeneratorExit())
             raise
         except BaseException as exc:
             if held is None:
-                raise plan.failure_after_commit(exc, "".join(parts)) from exc
-            plan.failure(exc)
+                err = plan.failure_after_commit(exc, "".join(parts))
+                core.finish(plan, error=err)
+                raise err from exc
+            try:
+                plan.failure(exc)
+            except BaseException as final:
+                core.finish(plan, error=final)
+                raise
             continue
-        plan.success()
+        plan.success(summary)
+        core.finish(plan, result=summary)
         yield from held or ()
         return
 
@@ -534,8 +622,13 @@ async def _adrive_stream(
     core: _Resilience, plan: FallbackPlan, open_stream: Callable[[Try], AsyncGenerator[Any, None]]
 ) -> AsyncIterator[Any]:
     """Async twin of :func:`_drive_stream`; each item wait is bounded by the deadline left."""
+    summary: Any = None
     while True:
-        step = plan.next()
+        try:
+            step = plan.next()
+        except BaseException as exc:
+            core.finish(plan, error=exc)
+            raise
         if isinstance(step, Wait):
             await core.asleep(step.seconds)
             continue
@@ -551,29 +644,40 @@ async def _adrive_stream(
                         item = await anext(stream)
                 except StopAsyncIteration:
                     break
+                if getattr(item, "usage_metadata", None):
+                    summary = item
                 if held is not None:
                     held.append(item)
                     if not _has_content(item):
                         continue
                     pending, held = held, None
+                    plan.first_token_at = core.clock()
                     for i in pending:
                         parts.append(_text(i))
                         yield i
                     continue
                 parts.append(_text(item))
                 yield item
-        except (GeneratorExit, asyncio.CancelledError):
+        except (GeneratorExit, asyncio.CancelledError) as stop:
             await stream.aclose()
             plan.abandon()
+            core.finish(plan, error=stop)
             raise
         except BaseException as exc:
             await stream.aclose()
             exc = _deadline_error(exc, step.timeout)
             if held is None:
-                raise plan.failure_after_commit(exc, "".join(parts)) from exc
-            plan.failure(exc)
+                err = plan.failure_after_commit(exc, "".join(parts))
+                core.finish(plan, error=err)
+                raise err from exc
+            try:
+                plan.failure(exc)
+            except BaseException as final:
+                core.finish(plan, error=final)
+                raise
             continue
-        plan.success()
+        plan.success(summary)
+        core.finish(plan, result=summary)
         for i in held or ():
             yield i
         return
@@ -689,13 +793,15 @@ class ResilientRunnable(_RoutesMixin, RunnableSerializable[Any, Any]):
         breaker: BreakerPolicy | None = None,
         breakers: Mapping[str, Any] | None = None,
         deadline: float | None = 60.0,
+        metrics: Metrics | bool = True,
+        prices: PriceTable | None = None,
         **kwargs: Any,
     ) -> None:
         built = _make_routes(primary, fallbacks, routes, canary, breaker, breakers)
         super().__init__(  # type: ignore[call-arg]
             routes=built, retry=retry or RetryPolicy(), deadline=deadline, **kwargs
         )
-        self._core = _Resilience(built, self.retry, deadline)
+        self._core = _Resilience(built, self.retry, deadline, recorder=_recorder(metrics, prices))
 
     def _plan(self, config: RunnableConfig | None) -> FallbackPlan:
         kwargs: dict[str, Any] = {}
@@ -703,35 +809,14 @@ class ResilientRunnable(_RoutesMixin, RunnableSerializable[Any, Any]):
         return self._core.plan(kwargs)
 
     def _run(self, value: Any, config: RunnableConfig) -> Any:
-        core, plan = self._core, self._plan(config)
-        while True:
-            step = plan.next()
-            if isinstance(step, Wait):
-                core.sleep(step.seconds)
-                continue
-            try:
-                result = step.route.runnable.invoke(value, config)
-            except BaseException as exc:
-                plan.failure(exc)
-                continue
-            plan.success()
-            return result
+        return _drive_call(
+            self._core, self._plan(config), lambda step: step.route.runnable.invoke(value, config)
+        )
 
     async def _arun(self, value: Any, config: RunnableConfig) -> Any:
-        core, plan = self._core, self._plan(config)
-        while True:
-            step = plan.next()
-            if isinstance(step, Wait):
-                await core.asleep(step.seconds)
-                continue
-            try:
-                async with asyncio.timeout(step.timeout):
-                    result = await step.route.runnable.ainvoke(value, config)
-            except BaseException as exc:
-                plan.failure(_deadline_error(exc, step.timeout))
-                continue
-            plan.success()
-            return result
+        return await _adrive_call(
+            self._core, self._plan(config), lambda step: step.route.runnable.ainvoke(value, config)
+        )
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any

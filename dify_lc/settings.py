@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, PrivateAttr, SecretStr
 
 from dify_lc.driver import Driver
 from dify_lc.errors import ConfigurationError, InputError
+from dify_lc.observability.redact import register_secret
 from dify_lc.resilience.retry import RetryPolicy
 from dify_lc.transport import Endpoint, Timeouts
 
@@ -94,6 +95,7 @@ class HTTPSettings(BaseModel):
                 f"{self._base_url_env} environment variable"
             )
         self.base_url = check_base_url(self.base_url, env_var=self._base_url_env)
+        register_secret(self.api_key)  # masked in every log line from now on
         if self.max_retries < 0:
             raise ConfigurationError("max_retries must be >= 0")
         self._endpoint = Endpoint(

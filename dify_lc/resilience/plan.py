@@ -25,7 +25,7 @@ from dify_lc.resilience.breaker import Breaker, Permit
 from dify_lc.resilience.classify import classify, is_cancellation
 from dify_lc.resilience.retry import RetryPolicy
 
-__all__ = ["FallbackPlan", "Route", "Try", "Wait"]
+__all__ = ["FallbackPlan", "Outcome", "Route", "Try", "Wait"]
 
 
 @dataclass(eq=False)
@@ -66,6 +66,19 @@ class Wait:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt came to: ``ok``, ``error``, ``skipped`` (breaker), ``interrupted``
+    (failed after its first token) or ``abandoned`` (the caller gave up)."""
+
+    route: Route
+    kind: str
+    error: BaseException | None
+    elapsed: float
+    attempt: int
+    result: Any = None
+
+
 @dataclass
 class FallbackPlan:
     """Decisions for one call over ``routes`` (already in the order to try them)."""
@@ -81,11 +94,33 @@ class FallbackPlan:
     _wait: float | None = None
     _current: tuple[Route, Permit, float] | None = None
     served: Route | None = None
+    observer: Callable[[FallbackPlan, Outcome], None] | None = None
+    """Called after every attempt (and skipped route) with its :class:`Outcome`."""
+    started: float = 0.0
+    first_token_at: float | None = None
+    request_id: str = ""
+    bucket: float | None = None
 
     @property
     def route(self) -> Route | None:
         """The route of the attempt in progress."""
         return self._current[0] if self._current else None
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    def _observe(
+        self,
+        route: Route,
+        kind: str,
+        error: BaseException | None,
+        elapsed: float,
+        result: Any = None,
+    ) -> None:
+        if self.observer is not None:
+            # 1-based attempt number; failed attempts are already in `attempts`.
+            number = len(self.attempts) + (1 if kind in ("ok", "abandoned") else 0)
+            self.observer(self, Outcome(route, kind, error, elapsed, number, result))
 
     def next(self) -> Try | Wait:
         """The next step; raises when nothing is left to try."""
@@ -105,32 +140,30 @@ class FallbackPlan:
                     if route.breaker.state != "closed"
                     else "cold start: calls already in flight and no answer yet"
                 )
-                self.attempts.append(
-                    Attempt(
-                        route.name,
-                        route.name,
-                        BreakerOpenError(f"{why} for {route.name}", backend=route.name),
-                        0.0,
-                    )
-                )
+                skipped = BreakerOpenError(f"{why} for {route.name}", backend=route.name)
+                self.attempts.append(Attempt(route.name, route.name, skipped, 0.0))
+                self._observe(route, "skipped", skipped, 0.0)
                 self._advance()
                 continue
             self._current = (route, permit, now)
             return Try(route, permit, remaining)
         raise self._give_up("all routes failed")
 
-    def success(self) -> Route:
-        """The attempt succeeded; returns its route."""
+    def success(self, result: Any = None) -> Route:
+        """The attempt succeeded (``result``: the message, for events); returns its route."""
         route, permit, started = self._take()
-        route.breaker.success(permit, self.clock() - started)
+        elapsed = self.clock() - started
+        route.breaker.success(permit, elapsed)
         self.served = route
+        self._observe(route, "ok", None, elapsed, result)
         return route
 
     def abandon(self) -> None:
         """The caller gave up (cancelled, stopped the stream): no outcome is counted."""
         if self._current is not None:
-            route, permit, _ = self._take()
+            route, permit, started = self._take()
             route.breaker.release(permit)
+            self._observe(route, "abandoned", None, self.clock() - started)
 
     def failure(self, exc: BaseException) -> None:
         """The attempt failed before any content reached the caller.
@@ -146,6 +179,7 @@ class FallbackPlan:
         err = classify(exc, backend=route.name, idempotent=route.idempotent)
         route.breaker.failure(permit, err, elapsed)
         self.attempts.append(Attempt(route.name, err.backend, err, elapsed))
+        self._observe(route, "error", err, elapsed)
         delay = self.retry.next_delay(
             err, self._retries, now=self.clock(), deadline=self.deadline, rand=self.rand
         )
@@ -163,8 +197,11 @@ class FallbackPlan:
             self.abandon()
             return exc
         route, permit, started = self._take()
+        elapsed = self.clock() - started
         err = classify(exc, backend=route.name, idempotent=route.idempotent)
-        route.breaker.failure(permit, err, self.clock() - started)
+        route.breaker.failure(permit, err, elapsed)
+        self.attempts.append(Attempt(route.name, err.backend, err, elapsed))
+        self._observe(route, "interrupted", err, elapsed)
         if isinstance(err, StreamInterruptedError):
             return err
         interrupted = StreamInterruptedError(
