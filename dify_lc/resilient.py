@@ -36,10 +36,10 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from dify_lc.errors import ConfigurationError, InputError
 from dify_lc.observability.metrics import Metrics
 from dify_lc.observability.prices import PriceTable
-from dify_lc.observability.recorder import Recorder
 from dify_lc.resilience.breaker import Breaker, BreakerPolicy
 from dify_lc.resilience.canary import bucket, choose
 from dify_lc.resilience.plan import FallbackPlan, Route, Try, Wait
+from dify_lc.resilience.recorder import Recorder
 from dify_lc.resilience.retry import RetryPolicy
 from dify_lc.settings import HTTPSettings
 

@@ -291,3 +291,20 @@ def test_breaker_open_counts_in_events_for_a_hung_backend() -> None:
         outcomes = [a["outcome"] for a in _by(sink, "llm.attempt")]
         assert outcomes == ["error", "skipped"]
         assert SECRET not in json.dumps(sink)
+
+
+def test_breaker_state_changes_are_events() -> None:
+    clock = FakeClock()
+    primary = Scripted(
+        backend="primary", script=[], default=ServerError("x", retryable=False), clock=clock
+    )
+    model = resilient(primary, clock=clock, breaker=BreakerPolicy(fail_max=1, reset_timeout=5))
+    sink, cm = capture()
+    with cm:
+        with pytest.raises(Exception, match="all routes failed"):
+            model.invoke("hi")
+        clock.now += 6
+        primary.default = "back"
+        model.invoke("hi")
+    changes = [(e["from"], e["to"]) for e in _by(sink, "breaker.state")]
+    assert changes == [("closed", "open"), ("open", "half-open"), ("half-open", "closed")]

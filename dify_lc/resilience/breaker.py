@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import pybreaker
 
 from dify_lc.errors import DifyLCError
+from dify_lc.observability.log import emit
 
 __all__ = ["Breaker", "BreakerPolicy", "Permit"]
 
@@ -122,6 +123,7 @@ class Breaker:
                 fail_max=policy.fail_max, reset_timeout=policy.reset_timeout, name=name
             )
         self._cb = breaker
+        breaker.add_listener(_StateEvents())
         # pybreaker exposes opened_at and the counters only on its storage object.
         self._storage = breaker._state_storage
         self._wall = wall
@@ -273,3 +275,23 @@ def _counts(cb: pybreaker.CircuitBreaker, error: BaseException) -> bool:
         if cause is not None and not cb.is_system_error(cause):
             return False
     return cb.is_system_error(error)
+
+
+class _StateEvents(pybreaker.CircuitBreakerListener):
+    """Breaker state changes become ``breaker.state`` events (and still reach your listeners)."""
+
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
+        emit(
+            "breaker.state",
+            {
+                "backend": cb.name,
+                "from": old_state.name if old_state is not None else None,
+                "to": new_state.name,
+                "fail_counter": cb.fail_counter,
+            },
+        )
