@@ -29,7 +29,13 @@ from dify_lc.errors import (
     StreamInterruptedError,
     WorkflowRunFailedError,
 )
-from dify_lc.observability import Metrics, Price, PriceTable, configure_logging
+from dify_lc.observability import (
+    Metrics,
+    MetricsCallbackHandler,
+    Price,
+    PriceTable,
+    configure_logging,
+)
 from dify_lc.resilience.breaker import Breaker, BreakerPolicy
 from dify_lc.resilience.plan import Route
 from dify_lc.resilience.retry import RetryPolicy
@@ -59,6 +65,7 @@ __all__ = [
     "InBandStreamError",
     "InputError",
     "Metrics",
+    "MetricsCallbackHandler",
     "NotFoundError",
     "Price",
     "PriceTable",

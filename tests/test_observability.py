@@ -308,3 +308,31 @@ def test_breaker_state_changes_are_events() -> None:
         model.invoke("hi")
     changes = [(e["from"], e["to"]) for e in _by(sink, "breaker.state")]
     assert changes == [("closed", "open"), ("open", "half-open"), ("half-open", "closed")]
+
+
+def test_callback_handler_measures_any_chat_model() -> None:
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+
+    from dify_lc import MetricsCallbackHandler
+
+    handler = MetricsCallbackHandler()
+    prompt = ChatPromptTemplate.from_messages([("human", "{q}")])
+    third_party = GenericFakeChatModel(messages=iter([AIMessage("a b c"), AIMessage("d e")]))
+    sink, cm = capture()
+    with cm, FakeDify(api_key=SECRET) as dify:
+        ours = ChatDify(api_key=SECRET, base_url=dify.base_url, backend="official")
+        (prompt | ours | StrOutputParser()).invoke({"q": "hi"}, config={"callbacks": [handler]})
+        list((prompt | ours).stream({"q": "hi"}, config={"callbacks": [handler]}))
+        (prompt | third_party).invoke({"q": "hi"}, config={"callbacks": [handler]})
+        list((prompt | third_party).stream({"q": "hi"}, config={"callbacks": [handler]}))
+    snap = handler.metrics.snapshot()["backends"]
+    assert snap["official"]["calls"] == 2
+    assert snap["official"]["tokens_out"] > 0
+    assert snap["official"]["ttft_ms"]["p50"] is not None  # the streamed call
+    assert sum(v["calls"] for k, v in snap.items() if k != "official") == 2
+    calls = _by(sink, "llm.call")
+    assert len(calls) == 4
+    assert all(c["source"] == "callback" for c in calls)
+    assert SECRET not in json.dumps(sink)
