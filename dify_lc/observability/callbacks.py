@@ -64,7 +64,9 @@ class MetricsCallbackHandler(BaseCallbackHandler):
         with self._lock:
             self._runs[run_id] = [time.perf_counter(), None, str(backend), model]
 
-    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_new_token(
+        self, token: str | list[str | dict[str, Any]], *, run_id: UUID, **kwargs: Any
+    ) -> None:
         if not token:
             return
         run = self._runs.get(run_id)
