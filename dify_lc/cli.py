@@ -1,0 +1,65 @@
+"""The ``dify-lc`` command line: ``dify-lc report events.jsonl`` (``demo`` and ``chat`` to come)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+__all__ = ["main"]
+
+
+def _time(value: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {value!r}") from exc
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)  # noqa: UP017
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dify-lc", description="dify-lc tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    report = sub.add_parser(
+        "report",
+        help="compare channels from a JSON event log",
+        description="Side-by-side comparison of channels (backends or routes) from the JSON "
+        "event log written with dify_lc.configure_logging(json=True).",
+    )
+    report.add_argument("log", help="a JSON-lines event file ('-' for stdin)")
+    report.add_argument("--since", type=_time, help="only events at or after this ISO time")
+    report.add_argument("--until", type=_time, help="only events before this ISO time")
+    report.add_argument("--by", choices=("backend", "route"), default="backend")
+    report.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    report.add_argument("--plot", metavar="OUT.png", help="also draw latency distributions")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dify-lc`` command."""
+    args = _parser().parse_args(argv)
+    if args.command == "report":
+        from dify_lc.observability.report import build_report, plot, render
+
+        try:
+            stream = sys.stdin if args.log == "-" else open(args.log, encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            print(f"dify-lc report: cannot read {args.log}: {exc.strerror}", file=sys.stderr)
+            return 2
+        with stream:
+            report = build_report(stream, since=args.since, until=args.until, by=args.by)
+        print(render(report, args.format))
+        if args.plot:
+            try:
+                plot(report, args.plot)
+            except RuntimeError as exc:
+                print(f"dify-lc report: {exc}", file=sys.stderr)
+                return 2
+            print(f"plot written to {args.plot}", file=sys.stderr)
+        return 0
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
