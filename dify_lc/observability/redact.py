@@ -16,7 +16,14 @@ from typing import Any
 
 from pydantic import SecretStr
 
-__all__ = ["RedactingFormatter", "redact", "redact_event", "redact_text", "register_secret"]
+__all__ = [
+    "RedactingFormatter",
+    "mask_secret_fields",
+    "redact",
+    "redact_event",
+    "redact_text",
+    "register_secret",
+]
 
 MASK = "***"
 # Field names whose values are secrets: x-api-key, api_key, access_token, Authorization, ...
@@ -24,16 +31,31 @@ MASK = "***"
 _SECRET_FIELDS = re.compile(
     r"(?:.*[_-])?(?:authorization|api[_-]?key|secret|password|token|cookie)", re.I
 )
-# `api_key=...` / `"Authorization": "..."` in free text, Bearer tokens, sk-/app-/dataset- keys.
-_PATTERNS = re.compile(
+# Three families of secrets in free text. Each regex runs only when a cheap substring test
+# says it could match: this sits on every log line, and re.sub over a whole line costs ~40 µs
+# where the substring tests cost ~1 µs.
+_KV = re.compile(
     r"(?i)((?:authorization|api[_-]?key|password|secret|token)[\"']?\s*[:=]\s*[\"']?"
     r"(?:bearer\s+)?)[^\s'\",}]+"
-    r"|(bearer\s+)[^\s'\",}]+"
-    r"|\b(?:sk|app|dataset)-[A-Za-z0-9_\-]{8,}"
 )
-_known: set[str] = set()
+_KV_HINTS = (
+    "authorization",
+    "api_key",
+    "api-key",
+    "apikey",
+    "password",
+    "secret",
+    'token"',
+    "token'",
+    "token=",
+    "token:",
+    "token =",
+    "token :",
+)
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s'\",}]+")
+_KEYS = re.compile(r"\b(?:sk|app|dataset)-[A-Za-z0-9_\-]{8,}")
+_known: tuple[str, ...] = ()  # longest first, so a key containing another is masked whole
 _known_lock = threading.Lock()
-_known_re: re.Pattern[str] | None = None
 
 
 def register_secret(value: str | SecretStr | None) -> None:
@@ -42,22 +64,30 @@ def register_secret(value: str | SecretStr | None) -> None:
         value = value.get_secret_value()
     if not value or len(value) < 6:
         return
-    global _known_re
+    global _known
     with _known_lock:
-        if value in _known:
-            return
-        _known.add(value)
-        _known_re = re.compile(
-            "|".join(re.escape(s) for s in sorted(_known, key=len, reverse=True))
-        )
+        if value not in _known:
+            _known = tuple(sorted((*_known, value), key=len, reverse=True))
+
+
+def _keep_prefix(match: re.Match[str]) -> str:
+    return match.group(1) + MASK
 
 
 def redact_text(text: str) -> str:
     """Mask known secrets and key-shaped strings in ``text``."""
-    known = _known_re
-    if known is not None:
-        text = known.sub(MASK, text)
-    return _PATTERNS.sub(lambda m: (m.group(1) or m.group(2) or "") + MASK, text)
+    for secret in _known:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    if "-" in text and ("sk-" in text or "app-" in text or "dataset-" in text):
+        text = _KEYS.sub(MASK, text)
+    low = text.lower()
+    if "bearer" in low:
+        text = _BEARER.sub(_keep_prefix, text)
+        low = text.lower()
+    if any(hint in low for hint in _KV_HINTS):
+        text = _KV.sub(_keep_prefix, text)
+    return text
 
 
 def redact(value: Any, _depth: int = 0) -> Any:
@@ -91,6 +121,24 @@ def redact_event(
 ) -> MutableMapping[str, Any]:
     """structlog processor: redact every field of an event."""
     return {k: (MASK if _SECRET_FIELDS.fullmatch(k) else redact(v)) for k, v in event_dict.items()}
+
+
+def mask_secret_fields(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mask fields named like secrets (``api_key``, ``Authorization``…).
+
+    The cheap half of :func:`redact_event`, for chains whose output text is redacted as a
+    whole afterwards (:class:`RedactingFormatter`), as :func:`configure_logging` sets up.
+    """
+    for key in event_dict:
+        if _SECRET_FIELDS.fullmatch(key):
+            event_dict[key] = MASK
+        else:
+            value = event_dict[key]
+            if isinstance(value, Mapping):
+                event_dict[key] = redact(value)
+    return event_dict
 
 
 class RedactingFormatter(logging.Formatter):
