@@ -22,6 +22,7 @@ the recordings of a real Dify 0.15.3 and a real LiteLLM 1.106 proxy (see PROTOCO
 `READY <base_url>` once it accepts connections.
 """
 
+from ._chaos import Chaos, LogNormal
 from ._dify import DEFAULT_ANSWER, DifyMode, FakeDify
 from ._faults import Fault, FaultKind, RetryAfterHeader
 from ._relay import FakeRelay, example_from_schema
@@ -29,12 +30,14 @@ from ._server import FakeServer, RecordedRequest
 
 __all__ = [
     "DEFAULT_ANSWER",
+    "Chaos",
     "DifyMode",
     "FakeDify",
     "FakeRelay",
     "FakeServer",
     "Fault",
     "FaultKind",
+    "LogNormal",
     "RecordedRequest",
     "RetryAfterHeader",
     "example_from_schema",

@@ -24,6 +24,7 @@ from typing import Any, NoReturn, Self
 from aiohttp import web
 from multidict import CIMultiDict
 
+from ._chaos import Chaos
 from ._faults import Fault
 
 __all__ = ["FakeServer", "RecordedRequest"]
@@ -88,6 +89,7 @@ class FakeServer:
         self._port: int | None = None
         self._faults: deque[Fault] = deque()
         self._default_fault: Fault | None = None
+        self._chaos: Chaos | None = None
         # Only the server thread draws from it, so runs with the same seed and the same
         # request order produce the same ids.
         self._rng = random.Random(seed)
@@ -127,6 +129,11 @@ class FakeServer:
         """The fault applied to every generate request while the queue is empty."""
         self._default_fault = fault
 
+    def set_chaos(self, chaos: Chaos | None) -> None:
+        """Draw each generate request's fault and latency from ``chaos`` (seeded by ``seed``)
+        while the queue is empty and no default fault is set."""
+        self._chaos = chaos
+
     def reset(self) -> None:
         """Forget recorded requests and queued faults (the default fault stays)."""
         self.requests.clear()
@@ -136,6 +143,8 @@ class FakeServer:
         try:
             return self._faults.popleft()
         except IndexError:
+            if self._default_fault is None and self._chaos is not None:
+                return self._chaos.draw(self._rng)
             return self._default_fault
 
     # -- lifecycle -------------------------------------------------------------------------
