@@ -627,15 +627,31 @@ async def test_cancelled_call_does_not_count_and_frees_the_probe() -> None:
     assert breaker.admit() is not None  # and the slot is free again
 
 
-def test_cold_start_limits_calls_in_flight_until_the_first_answer() -> None:
-    b = Breaker("x", BreakerPolicy(fail_max=3), wall=FakeClock())
+def test_slow_start_limits_calls_in_flight_until_the_backend_is_proven() -> None:
+    b = Breaker("x", BreakerPolicy(fail_max=3, min_calls=4), wall=FakeClock())
     permits = [b.admit() for _ in range(5)]
     assert [p is not None for p in permits] == [True, True, True, False, False]
     b.release(permits[0])  # type: ignore[arg-type]
-    again = b.admit()
-    assert again is not None
-    b.success(again, 0.1)  # the backend answered: no limit any more
-    assert all(b.admit() is not None for _ in range(50))
+    for _ in range(4):  # min_calls healthy outcomes, at most 3 in flight at a time
+        p = b.admit()
+        assert p is not None
+        b.success(p, 0.1)
+    assert all(b.admit() is not None for _ in range(50))  # proven: no limit any more
+
+
+def test_slow_start_applies_again_after_recovery() -> None:
+    clock = FakeClock()
+    b = Breaker("x", BreakerPolicy(fail_max=1, min_calls=2, reset_timeout=5), wall=clock)
+    for _ in range(2):
+        b.success(b.admit(), 0.1)  # type: ignore[arg-type]
+    b.failure(b.admit(), ServerError("x"), 0.1)  # type: ignore[arg-type]
+    clock.now += 6
+    probe = b.admit()
+    assert probe is not None
+    b.success(probe, 0.1)
+    assert b.state == "closed"
+    assert b.admit() is not None
+    assert b.admit() is None  # limited to fail_max=1 in flight until proven again
 
 
 async def test_concurrent_first_wave_against_a_hung_primary_reaches_it_at_most_fail_max_times() -> (

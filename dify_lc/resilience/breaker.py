@@ -42,11 +42,13 @@ class BreakerPolicy:
     calls go through, the rest are rejected at once; a probe's success closes it, a failure
     re-opens it.
 
-    Cold start: until the backend has answered once, at most ``cold_start_limit`` calls
-    (default ``fail_max``) are in flight to it and the rest are rejected at once (they go to the
-    next route). A backend that hangs from the first call would otherwise collect every
-    concurrent call of the first wave before a single failure could be counted. The last route
-    of a call is never held back this way (there is nowhere else to go).
+    Slow start: until the backend has proven itself — ``min_calls`` outcomes in the window
+    with failure and slow-call rates below their thresholds — at most ``cold_start_limit``
+    calls (default ``fail_max``) are in flight to it, and the rest are rejected at once (they
+    go to the next route). This holds at start and again after every recovery. Without it, a
+    backend that hangs or crawls collects every concurrent call of a wave before enough
+    outcomes exist to judge it. The last route of a call is never held back this way (there is
+    nowhere else to go).
 
     What counts as a failure is the error's ``counts_as_failure`` flag (:mod:`dify_lc.errors`);
     cancellation and a consumer stopping a stream early never count.
@@ -130,7 +132,7 @@ class Breaker:
         self._lock = threading.Lock()
         self._probes = 0
         self._window: deque[int] = deque(maxlen=policy.window)
-        self._warm = False  # has the backend answered since we started?
+        self._warm = False  # has the backend shown min_calls outcomes with healthy rates?
         self._in_flight = 0  # calls admitted while cold
         limit = policy.cold_start_limit
         self._cold_limit = breaker.fail_max if limit is None else limit
@@ -188,12 +190,7 @@ class Breaker:
         """Record a successful call that took ``latency`` seconds."""
         slow_after = self.policy.slow_call_duration
         slow = slow_after is not None and latency >= slow_after
-        if not self._warm:
-            with self._lock:
-                self._warm = True
-                if permit.cold:
-                    self._in_flight -= 1
-        elif permit.cold:
+        if permit.cold:
             with self._lock:
                 self._in_flight -= 1
         if permit.probe:
@@ -208,6 +205,8 @@ class Breaker:
             with self._lock:
                 self._window.append(_SLOW if slow else _OK)
                 trip = self._rates_trip()
+                if not trip and not self._warm and len(self._window) >= self.policy.min_calls:
+                    self._warm = True  # proven: min_calls outcomes with healthy rates
             if trip:
                 self._open()
         for listener in self._cb.listeners:
@@ -261,6 +260,7 @@ class Breaker:
     def _open(self) -> None:
         with self._lock:
             self._window.clear()
+            self._warm = False  # after recovering it must prove itself again
         if self._storage.state != OPEN:
             self._cb.open()  # fires state_change listeners
         # pybreaker stamps opened_at with its own wall clock; use ours so tests control time.
