@@ -1,4 +1,4 @@
-"""The ``dify-lc`` command line: ``dify-lc report events.jsonl`` (``demo`` and ``chat`` to come)."""
+"""The ``dify-lc`` command line: ``demo`` (offline migration story) and ``report``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,21 @@ def _time(value: str) -> datetime:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dify-lc", description="dify-lc tools")
     sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser(
+        "demo",
+        help="the migration story, offline: naive vs resilient client on fake channels",
+        description="Starts fake Dify and relay servers on loopback (official channel at 61.4%% "
+        "success with slow answers, relay at 99.7%%) and sends the same traffic through a naive "
+        "ChatDify and a ResilientChatModel with a 5%%→20%%→50%%→100%% canary ramp.",
+    )
+    demo.add_argument("--requests", type=int, default=3000, help="requests per client")
+    demo.add_argument("--users", type=int, default=400, help="simulated users")
+    demo.add_argument("--qps", type=float, default=250.0, help="request rate")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--time-scale", type=float, default=100.0, help="story seconds per second")
+    demo.add_argument("--log", default="dify-lc-demo-events.jsonl", help="JSON event log path")
+    demo.add_argument("--plot", metavar="OUT.png", help="also draw latency distributions")
+    demo.add_argument("--no-progress", action="store_true")
     report = sub.add_parser(
         "report",
         help="compare channels from a JSON event log",
@@ -39,6 +54,21 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dify-lc`` command."""
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from dify_lc.demo import DemoConfig, run_demo
+
+        return run_demo(
+            DemoConfig(
+                requests=args.requests,
+                users=args.users,
+                qps=args.qps,
+                seed=args.seed,
+                time_scale=args.time_scale,
+                log=args.log,
+                plot=args.plot,
+                progress=not args.no_progress,
+            )
+        )
     if args.command == "report":
         from dify_lc.observability.report import build_report, plot, render
 

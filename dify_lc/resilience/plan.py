@@ -94,6 +94,8 @@ class FallbackPlan:
     _wait: float | None = None
     _current: tuple[Route, Permit, float] | None = None
     served: Route | None = None
+    _held_back: list[Route] = field(default_factory=list)
+    _second_pass: bool = False
     observer: Callable[[FallbackPlan, Outcome], None] | None = None
     """Called after every attempt (and skipped route) with its :class:`Outcome`."""
     started: float = 0.0
@@ -133,17 +135,26 @@ class FallbackPlan:
             remaining = None if self.deadline is None else self.deadline - now
             if remaining is not None and remaining <= 0:
                 raise self._give_up("deadline exceeded")
-            permit = route.breaker.admit(last=self._index == len(self.routes) - 1)
+            last = self._index == len(self.routes) - 1 or self._second_pass
+            permit = route.breaker.admit(last=last)
             if permit is None:
+                closed = route.breaker.state == "closed"
                 why = (
-                    "circuit open"
-                    if route.breaker.state != "closed"
-                    else "cold start: calls already in flight and no answer yet"
+                    "slow start: enough calls in flight to an unproven backend"
+                    if closed
+                    else ("circuit open")
                 )
                 skipped = BreakerOpenError(f"{why} for {route.name}", backend=route.name)
                 self.attempts.append(Attempt(route.name, route.name, skipped, 0.0))
                 self._observe(route, "skipped", skipped, 0.0)
+                if closed and not self._second_pass:
+                    self._held_back.append(route)
                 self._advance()
+                if self._index == len(self.routes) and self._held_back:
+                    # Every other route refused: better an unproven backend than no answer.
+                    self.routes = [*self.routes, *self._held_back]
+                    self._held_back = []
+                    self._second_pass = True
                 continue
             self._current = (route, permit, now)
             return Try(route, permit, remaining)
