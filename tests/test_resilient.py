@@ -678,3 +678,23 @@ async def test_concurrent_first_wave_against_a_hung_primary_reaches_it_at_most_f
     assert answers == ["relay"] * 50
     assert hung == 3
     assert model.route("primary").breaker.state == "open"
+
+
+def test_an_unproven_route_held_back_by_slow_start_is_still_tried_when_nothing_else_can() -> None:
+    clock = FakeClock()
+    relay = Scripted(backend="relay", script=[], default="relay", clock=clock)
+    official = Scripted(backend="official", script=[], default="official", clock=clock)
+    model = resilient(
+        official,
+        relay,
+        clock=clock,
+        breaker=BreakerPolicy(fail_max=1, cold_start_limit=1),
+        canary={"relay": 1.0},
+    )
+    off = model.route("official").breaker
+    off.failure(off.admit(), ServerError("x"), 0.0)  # type: ignore[arg-type]
+    assert off.state == "open"
+    held = model.route("relay").breaker.admit()  # one call already in flight to the relay
+    assert held is not None
+    # relay first (canary) is held back by slow start, official is open: the relay is tried anyway
+    assert model.invoke("hi", user="u").content == "relay"
