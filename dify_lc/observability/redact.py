@@ -8,6 +8,7 @@ or an exception through those handlers cannot leak a key either.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -131,14 +132,18 @@ def mask_secret_fields(
     The cheap half of :func:`redact_event`, for chains whose output text is redacted as a
     whole afterwards (:class:`RedactingFormatter`), as :func:`configure_logging` sets up.
     """
-    for key in event_dict:
-        if _SECRET_FIELDS.fullmatch(key):
+    for key, value in event_dict.items():
+        if _is_secret_field(key):
             event_dict[key] = MASK
-        else:
-            value = event_dict[key]
-            if isinstance(value, Mapping):
-                event_dict[key] = redact(value)
+        elif type(value) is dict:
+            event_dict[key] = redact(value)
     return event_dict
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_secret_field(name: str) -> bool:
+    # Event field names repeat on every line: remember the verdict instead of re-matching.
+    return _SECRET_FIELDS.fullmatch(name) is not None
 
 
 class RedactingFormatter(logging.Formatter):
