@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -156,7 +155,7 @@ class _Resilience:
             clock=self.clock,
             rand=self.rand,
             observer=recorder.attempt if recorder is not None else None,
-            request_id=uuid.uuid4().hex if recorder is not None else "",
+            # request_id is drawn only if an event is written (see Recorder)
             bucket=position,
         )
 

@@ -158,6 +158,7 @@ class Endpoint:
         self._json_headers = {**self._headers, "content-type": "application/json"}
         self._json_stream_headers = {**self._json_headers, "accept": "text/event-stream"}
         self._timeout = _httpx_timeout(timeouts, None)
+        self._longest = max(timeouts.connect, timeouts.read)
         self._max_connections = max_connections
         self._aiohttp_proxy: str | None = None
         self._verify = verify
@@ -246,10 +247,14 @@ class Endpoint:
             "params": req.params,
             "json": req.json,
             "headers": self._stream_headers if stream else self._headers,
-            "timeout": self._timeout
-            if deadline is None
-            else _httpx_timeout(self.timeouts, deadline),
+            "timeout": self._timeout_for(deadline),
         }
+
+    def _timeout_for(self, deadline: float | None) -> httpx.Timeout:
+        # A deadline further away than both timeouts changes nothing: reuse the shared object.
+        if deadline is None or deadline - time.monotonic() >= self._longest:
+            return self._timeout
+        return _httpx_timeout(self.timeouts, deadline)
 
     def _error(self, status: int, headers: Mapping[str, str], body: bytes) -> DifyLCError:
         return error_from_response(

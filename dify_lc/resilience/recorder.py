@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from dify_lc.errors import DifyLCError
@@ -72,6 +73,8 @@ class Recorder:
             )
         if not enabled():
             return
+        if not plan.request_id:
+            plan.request_id = uuid.uuid4().hex  # only when an event is written
         fields: dict[str, Any] = {
             "request_id": plan.request_id,
             "route": route.name,
@@ -112,6 +115,8 @@ class Recorder:
             )
         if not enabled():
             return
+        if not plan.request_id:
+            plan.request_id = uuid.uuid4().hex
         ttft = plan.first_token_at
         fields: dict[str, Any] = {
             "request_id": plan.request_id,
