@@ -6,6 +6,7 @@ raises :class:`~dify_lc.errors.ConfigurationError` naming the environment variab
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 import warnings
@@ -47,6 +48,12 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+@functools.lru_cache(maxsize=16)
+def _policy_for(max_retries: int) -> RetryPolicy:
+    # Per-call overrides repeat (the resilient layer passes 0 on every call): share one.
+    return RetryPolicy(max_retries=max_retries)
 
 
 class HTTPSettings(BaseModel):
@@ -130,7 +137,7 @@ class HTTPSettings(BaseModel):
         if retries is not None:
             if not isinstance(retries, int) or retries < 0:
                 raise InputError("max_retries must be an integer >= 0")
-            retry = RetryPolicy(max_retries=retries)
+            retry = _policy_for(retries)
         return deadline, retry
 
     def close(self) -> None:
