@@ -32,6 +32,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from dify_lc.chat_models._configurable import ConfigurableChatModel, pull_configurable
 from dify_lc.errors import ConfigurationError, InputError
 from dify_lc.observability.metrics import Metrics
 from dify_lc.observability.prices import PriceTable
@@ -171,14 +172,6 @@ class _Resilience:
         return {k: v for k, v in kwargs.items() if k not in _NATIVE_KEYS}
 
 
-def _pull_configurable(config: RunnableConfig | None, kwargs: dict[str, Any]) -> None:
-    configurable = (config or {}).get("configurable")
-    if configurable:
-        for key in _CALL_KEYS:
-            if key in configurable and key not in kwargs:
-                kwargs[key] = configurable[key]
-
-
 def _has_content(item: Any) -> bool:
     """Does this streamed item commit the stream? A message chunk with text or a tool call;
     any other item (a Runnable's output) as soon as it exists."""
@@ -243,7 +236,7 @@ class _RoutesMixin:
         raise KeyError(name)
 
 
-class ResilientChatModel(_RoutesMixin, BaseChatModel):
+class ResilientChatModel(_RoutesMixin, ConfigurableChatModel):
     """A chat model that survives its backends: breaker, retry, deadline, fallback, canary.
 
     Example:
@@ -300,6 +293,7 @@ class ResilientChatModel(_RoutesMixin, BaseChatModel):
     deadline: float | None = 60.0
 
     _core: _Resilience = PrivateAttr()
+    _call_keys = _CALL_KEYS
 
     def __init__(
         self,
@@ -316,12 +310,12 @@ class ResilientChatModel(_RoutesMixin, BaseChatModel):
         prices: PriceTable | None = None,
         **kwargs: Any,
     ) -> None:
+        if deadline is not None and deadline <= 0:
+            raise ConfigurationError("deadline must be positive (or None)")
         built = _make_routes(primary, fallbacks, routes, canary, breaker, breakers)
         super().__init__(  # type: ignore[call-arg]
             routes=built, retry=retry or RetryPolicy(), deadline=deadline, **kwargs
         )
-        if deadline is not None and deadline <= 0:
-            raise ConfigurationError("deadline must be positive (or None)")
         self._core = _Resilience(built, self.retry, deadline, recorder=_recorder(metrics, prices))
 
     @property
@@ -370,52 +364,6 @@ class ResilientChatModel(_RoutesMixin, BaseChatModel):
             recorder=self._core.recorder,
         )
         return clone
-
-    # ------------------------------------------------------------------ per-call config
-
-    def invoke(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AIMessage:
-        _pull_configurable(config, kwargs)
-        return super().invoke(input, config, stop=stop, **kwargs)
-
-    async def ainvoke(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AIMessage:
-        _pull_configurable(config, kwargs)
-        return await super().ainvoke(input, config, stop=stop, **kwargs)
-
-    def stream(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> Iterator[AIMessageChunk]:
-        _pull_configurable(config, kwargs)
-        return super().stream(input, config, stop=stop, **kwargs)
-
-    def astream(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[AIMessageChunk]:
-        _pull_configurable(config, kwargs)
-        return super().astream(input, config, stop=stop, **kwargs)
 
     # ------------------------------------------------------------------ drivers
 
@@ -796,6 +744,8 @@ class ResilientRunnable(_RoutesMixin, RunnableSerializable[Any, Any]):
         prices: PriceTable | None = None,
         **kwargs: Any,
     ) -> None:
+        if deadline is not None and deadline <= 0:
+            raise ConfigurationError("deadline must be positive (or None)")
         built = _make_routes(primary, fallbacks, routes, canary, breaker, breakers)
         super().__init__(  # type: ignore[call-arg]
             routes=built, retry=retry or RetryPolicy(), deadline=deadline, **kwargs
@@ -804,7 +754,7 @@ class ResilientRunnable(_RoutesMixin, RunnableSerializable[Any, Any]):
 
     def _plan(self, config: RunnableConfig | None) -> FallbackPlan:
         kwargs: dict[str, Any] = {}
-        _pull_configurable(config, kwargs)
+        pull_configurable(config, kwargs, _CALL_KEYS)
         return self._core.plan(kwargs)
 
     def _run(self, value: Any, config: RunnableConfig) -> Any:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from pydantic import ConfigDict
 
+from dify_lc.chat_models._configurable import ConfigurableChatModel
 from dify_lc.settings import HTTPSettings
 
 __all__ = ["HTTPChatModel", "last_message_text"]
 
 
-class HTTPChatModel(HTTPSettings, BaseChatModel):
+class HTTPChatModel(HTTPSettings, ConfigurableChatModel):
     """Base of the HTTP chat models; not used directly."""
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True)

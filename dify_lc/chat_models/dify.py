@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -15,7 +14,6 @@ from langchain_core.messages import (
     get_buffer_string,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import RunnableConfig
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import Field, SecretStr
 
@@ -98,6 +96,7 @@ class ChatDify(HTTPChatModel):
 
     _api_key_env = "DIFY_API_KEY"
     _base_url_env = "DIFY_BASE_URL"
+    _call_keys = _CALL_KEYS
 
     @property
     def _llm_type(self) -> str:
@@ -113,59 +112,6 @@ class ChatDify(HTTPChatModel):
         if self.stop and "ls_stop" not in params:
             params["ls_stop"] = self.stop
         return params
-
-    # ------------------------------------------------------------------ per-call config
-
-    def _with_configurable(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> None:
-        configurable = (config or {}).get("configurable")
-        if configurable:
-            for key in _CALL_KEYS:
-                if key in configurable and key not in kwargs:
-                    kwargs[key] = configurable[key]
-
-    def invoke(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AIMessage:
-        self._with_configurable(config, kwargs)
-        return super().invoke(input, config, stop=stop, **kwargs)
-
-    async def ainvoke(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AIMessage:
-        self._with_configurable(config, kwargs)
-        return await super().ainvoke(input, config, stop=stop, **kwargs)
-
-    def stream(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> Iterator[AIMessageChunk]:
-        self._with_configurable(config, kwargs)
-        return super().stream(input, config, stop=stop, **kwargs)
-
-    def astream(
-        self,
-        input: LanguageModelInput,
-        config: RunnableConfig | None = None,
-        *,
-        stop: list[str] | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[AIMessageChunk]:
-        self._with_configurable(config, kwargs)
-        return super().astream(input, config, stop=stop, **kwargs)
 
     # ------------------------------------------------------------------ request
 
