@@ -1,4 +1,4 @@
-"""The ``dify-lc`` command line: ``demo`` (offline migration story) and ``report``."""
+"""The ``dify-lc`` command line: ``demo`` (offline migration story), ``chat``, ``report``."""
 
 from __future__ import annotations
 
@@ -36,6 +36,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--log", default="dify-lc-demo-events.jsonl", help="JSON event log path")
     demo.add_argument("--plot", metavar="OUT.png", help="also draw latency distributions")
     demo.add_argument("--no-progress", action="store_true")
+    chat = sub.add_parser(
+        "chat",
+        help="talk to a Dify app or a relay from the terminal",
+        description="Streams answers from a real Dify app (DIFY_API_KEY, DIFY_BASE_URL), a relay "
+        "(--relay: RELAY_API_KEY, RELAY_BASE_URL) or a resilient model (--config routes.toml), "
+        "showing which backend answered and how long it took.",
+    )
+    chat.add_argument("--config", help="a routes.toml for a resilient model")
+    chat.add_argument("--relay", action="store_true", help="talk to the relay instead of Dify")
+    chat.add_argument("--model", help="relay model name (default RELAY_MODEL or gpt-4o)")
+    chat.add_argument("--user", help="end-user id sent to Dify")
+    chat.add_argument("-m", "--message", help="send one message and exit")
     report = sub.add_parser(
         "report",
         help="compare channels from a JSON event log",
@@ -68,6 +80,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 plot=args.plot,
                 progress=not args.no_progress,
             )
+        )
+    if args.command == "chat":
+        from dify_lc.chat_cli import run_chat
+
+        return run_chat(
+            config=args.config,
+            relay=args.relay,
+            model=args.model,
+            user=args.user,
+            message=args.message,
         )
     if args.command == "report":
         from dify_lc.observability.report import build_report, plot, render

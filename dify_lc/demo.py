@@ -228,7 +228,7 @@ async def _run(cfg: DemoConfig, dify: FakeDify, relay: FakeRelay) -> tuple[Resul
         backend="official",
     )
     backup = ChatRelay(
-        model_name="gpt-4o",
+        model="gpt-4o",
         api_key=SecretStr(RELAY_KEY),
         base_url=relay.base_url,
         read_timeout=timeout,

@@ -15,7 +15,7 @@ from langchain_core.messages import (
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.utils import from_env, secret_from_env
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 
 from dify_lc.chat_models._base import HTTPChatModel, last_message_text
 from dify_lc.driver import Call
@@ -87,11 +87,13 @@ class ChatDify(HTTPChatModel):
     """Default conversation to continue (usually given per call instead)."""
     retry_on_read_timeout: bool = False
     """Retry a request that may have reached Dify (opt-in: it may be billed twice)."""
-    model: str = Field(default="dify", alias="model_name")
+    model: str = Field(default="dify", validation_alias=AliasChoices("model", "model_name"))
     """A label for the app's model, used in traces and metadata (Dify does not report it)."""
     temperature: float | None = None
     max_tokens: int | None = None
-    stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    stop: list[str] | None = Field(
+        default=None, validation_alias=AliasChoices("stop", "stop_sequences")
+    )
     backend: str = "dify"
 
     _api_key_env = "DIFY_API_KEY"

@@ -30,7 +30,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils import from_env, secret_from_env
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 
 from dify_lc.chat_models._base import HTTPChatModel, last_message_text
 from dify_lc.driver import Call
@@ -81,7 +81,7 @@ class ChatRelay(HTTPChatModel):
     the first token only.
     """
 
-    model: str = Field(alias="model_name")
+    model: str = Field(validation_alias=AliasChoices("model", "model_name"))
     """Model name as the relay knows it (e.g. ``gpt-4o``)."""
     api_key: SecretStr | None = Field(
         default_factory=secret_from_env("RELAY_API_KEY", default=None)
@@ -90,8 +90,12 @@ class ChatRelay(HTTPChatModel):
     base_url: str = Field(default_factory=from_env("RELAY_BASE_URL", default=""))
     """Relay base URL ending in ``/v1``; default from ``RELAY_BASE_URL``."""
     temperature: float | None = None
-    max_tokens: int | None = Field(default=None, alias="max_completion_tokens")
-    stop: list[str] | str | None = Field(default=None, alias="stop_sequences")
+    max_tokens: int | None = Field(
+        default=None, validation_alias=AliasChoices("max_tokens", "max_completion_tokens")
+    )
+    stop: list[str] | str | None = Field(
+        default=None, validation_alias=AliasChoices("stop", "stop_sequences")
+    )
     top_p: float | None = None
     seed: int | None = None
     presence_penalty: float | None = None
