@@ -24,6 +24,7 @@ the recordings of a real Dify 0.15.3 and a real LiteLLM 1.106 proxy (see PROTOCO
 
 from ._chaos import Chaos, LogNormal
 from ._dify import DEFAULT_ANSWER, DifyMode, FakeDify
+from ._endpoint import Target, endpoint_or_fake
 from ._faults import Fault, FaultKind, RetryAfterHeader
 from ._relay import FakeRelay, example_from_schema
 from ._server import FakeServer, RecordedRequest
@@ -40,5 +41,7 @@ __all__ = [
     "LogNormal",
     "RecordedRequest",
     "RetryAfterHeader",
+    "Target",
+    "endpoint_or_fake",
     "example_from_schema",
 ]
