@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from dify_lc.chat_models import ChatDify, ChatRelay
 from dify_lc.errors import DifyLCError
 from dify_lc.observability.log import configure_logging
+from dify_lc.observability.prices import Price, PriceTable
 from dify_lc.observability.report import build_report, plot, render
 from dify_lc.resilience.breaker import Breaker, BreakerPolicy
 from dify_lc.resilience.plan import Route
@@ -91,7 +92,8 @@ def _official_chaos(scale: float) -> Chaos:
             (0.06, Fault(inband_error_after=0)),
             (0.066, Fault(hang=True)),
         ],
-        first_token=LogNormal(median=28.0 / scale, sigma=0.5, cap=90.0 / scale),
+        # capped under the clients' 60 s timeout: the channel's own 61.4% is what users see
+        first_token=LogNormal(median=28.0 / scale, sigma=0.5, cap=55.0 / scale),
     )
 
 
@@ -252,6 +254,7 @@ async def _run(cfg: DemoConfig, dify: FakeDify, relay: FakeRelay) -> tuple[Resul
     ]
     resilient = ResilientChatModel(
         routes=routes,
+        prices=PriceTable({"gpt-4o": Price(2.5, 10.0)}),  # the relay's list price per 1M tokens
         canary={"relay": RAMP[0]},
         retry=RetryPolicy(max_retries=1, initial=0.5 / scale, max_wait=4.0 / scale),
         deadline=120.0 / scale,
