@@ -311,8 +311,12 @@ def run_demo(cfg: DemoConfig) -> int:
     )
     print("\n".join("  " + line for line in render(report, "table").splitlines()))
     if cfg.plot:
-        plot(report, cfg.plot)
-        print(f"\nlatency plot written to {cfg.plot}")
+        try:
+            plot(report, cfg.plot)
+        except RuntimeError as exc:  # matplotlib missing: say how to get it, keep the run
+            print(f"\nno plot: {exc}", file=sys.stderr)
+        else:
+            print(f"\nlatency plot written to {cfg.plot}")
     ratio = naive.pct(99) / resilient.pct(99) if resilient.pct(99) else math.inf
     ok = resilient.success >= 0.999 and ratio >= 5
     print(
