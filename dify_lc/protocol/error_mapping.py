@@ -126,6 +126,16 @@ def _message_and_code(status: int, body: bytes, content_type: str) -> tuple[str,
     return text[:_MAX_MESSAGE].decode("utf-8", "replace"), None, None
 
 
+def _detached(status: int, headers: Mapping[str, str], body: bytes) -> httpx.Response:
+    """A response with no request attached (so no Authorization header rides along)."""
+    try:
+        return httpx.Response(status, headers=headers, content=body)
+    except (UnicodeEncodeError, TypeError, ValueError):
+        # Non-ASCII or odd header values (seen from some proxies): keep them as UTF-8 bytes.
+        items = [(str(k), str(v).encode("utf-8", "replace")) for k, v in headers.items()]
+        return httpx.Response(status, headers=items, content=body)
+
+
 def _str_or_none(value: Any) -> str | None:
     if value is None or value == "":
         return None
@@ -144,7 +154,7 @@ def error_from_response(
     content_type = headers.get("content-type", "")
     message, code, _ = _message_and_code(status, body, content_type)
     message = scrub(message[:_MAX_MESSAGE], secrets)
-    response = httpx.Response(status, headers=headers, content=body)  # detached: no request
+    response = _detached(status, headers, body)
     kwargs: dict[str, Any] = {
         "status": status,
         "code": code,
