@@ -6,7 +6,7 @@ import os
 from typing import Any, Literal
 
 from dify_lc.errors import ConfigurationError
-from dify_lc.observability.redact import register_secret
+from dify_lc.observability.redaction import register_secret
 from dify_lc.protocol import dify as proto
 from dify_lc.settings import check_base_url
 from dify_lc.transport import AsyncBackend, Endpoint, Timeouts

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, PrivateAttr, SecretStr
 
 from dify_lc.driver import Driver
 from dify_lc.errors import ConfigurationError, InputError
-from dify_lc.observability.redact import register_secret
+from dify_lc.observability.redaction import register_secret
 from dify_lc.resilience.retry import RetryPolicy
 from dify_lc.transport import Endpoint, Timeouts
 

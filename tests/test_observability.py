@@ -28,7 +28,7 @@ from dify_lc.errors import AuthenticationError, ServerError
 from dify_lc.observability.histogram import LogHistogram
 from dify_lc.observability.log import EVENTS_LOGGER
 from dify_lc.observability.prices import cost_of
-from dify_lc.observability.redact import redact, redact_text, register_secret
+from dify_lc.observability.redaction import redact, redact_text, register_secret
 from dify_lc.testing import FakeDify, Fault
 
 SECRET = "app-observability-secret-0123456789"

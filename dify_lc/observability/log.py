@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from dify_lc.observability.redact import RedactingFormatter, mask_secret_fields
+from dify_lc.observability.redaction import RedactingFormatter, mask_secret_fields
 
 __all__ = ["EVENTS_LOGGER", "configure_logging", "emit", "enabled"]
 
