@@ -132,7 +132,7 @@ def _detached(status: int, headers: Mapping[str, str], body: bytes) -> httpx.Res
         return httpx.Response(status, headers=headers, content=body)
     except (UnicodeEncodeError, TypeError, ValueError):
         # Non-ASCII or odd header values (seen from some proxies): keep them as UTF-8 bytes.
-        items = [(str(k), str(v).encode("utf-8", "replace")) for k, v in headers.items()]
+        items = [(str(k).encode(), str(v).encode("utf-8", "replace")) for k, v in headers.items()]
         return httpx.Response(status, headers=items, content=body)
 
 
