@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ._chaos import Chaos, LogNormal
 from ._dify import DEFAULT_ANSWER, FakeDify
 from ._faults import Fault
 from ._relay import FakeRelay
@@ -39,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="JSON",
         help="Fault fields applied to every generate request, e.g. '{\"status\": 503}'",
     )
+    parser.add_argument(
+        "--chaos",
+        default=None,
+        metavar="JSON",
+        help="seeded random faults and latency, e.g. "
+        '\'{"faults": [[0.2, {"status": 503}]], "first_token": {"median": 0.05, "sigma": 0.8}}\'',
+    )
     dify = parser.add_argument_group("dify")
     dify.add_argument("--mode", default="chat", choices=("chat", "agent-chat", "advanced-chat"))
     dify.add_argument("--ping-interval", type=float, default=10.0, metavar="S")
@@ -55,6 +63,22 @@ def _fault(raw: str | None) -> Fault | None:
     if isinstance(fields.get("body"), str):
         fields["body"] = fields["body"].encode()
     return Fault(**fields)
+
+
+def _fault_from(fields: dict[str, Any]) -> Fault:
+    if isinstance(fields.get("body"), str):
+        fields["body"] = fields["body"].encode()
+    return Fault(**fields)
+
+
+def _chaos(raw: str | None) -> Chaos | None:
+    """``{"faults": [[p, {fault fields}], ...], "first_token": {"median", "sigma", "cap"}}``."""
+    if raw is None:
+        return None
+    spec: dict[str, Any] = json.loads(raw)
+    faults = [(float(p), _fault_from(dict(f))) for p, f in spec.get("faults", [])]
+    latency = spec.get("first_token")
+    return Chaos(faults=faults, first_token=LogNormal(**latency) if latency else None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             **common,
         )
     server.set_default(_fault(args.default_fault))
+    server.set_chaos(_chaos(args.chaos))
 
     done = threading.Event()
 
