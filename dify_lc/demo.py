@@ -293,14 +293,17 @@ def run_demo(cfg: DemoConfig) -> int:
         dify.set_chaos(_official_chaos(scale))
         relay.set_chaos(_relay_chaos(scale))
         stream = stack.enter_context(open(log_path, "w", encoding="utf-8"))
+        root = logging.getLogger("dify_lc")
+        saved = (root.level, root.propagate)  # the demo borrows logging; it gives it back
         handler = configure_logging(json=True, stream=stream)
         try:
             started = time.monotonic()
             naive, resilient = asyncio.run(_run(cfg, dify, relay))
             elapsed = time.monotonic() - started
         finally:
-            root = logging.getLogger("dify_lc")
             root.removeHandler(handler)
+            root.setLevel(saved[0])
+            root.propagate = saved[1]
     print("\nWhat users saw:\n")
     print(_table(naive, resilient, scale))
     with open(log_path, encoding="utf-8") as lines:
