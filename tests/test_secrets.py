@@ -33,14 +33,14 @@ from dify_lc.observability.prometheus import PrometheusMetrics
 from dify_lc.testing import FakeDify, FakeRelay, Fault
 
 KEYS = {
-    "dify_arg": "app-plantedkeyDIFYARG0001",
-    "dify_env": "app-plantedkeyDIFYENV0002",
-    "relay_arg": "sk-plantedkeyRELAYARG0003",
-    "relay_env": "sk-plantedkeyRELAYENV0004",
-    "config_dify": "app-plantedkeyCONFIG0005",
-    "config_relay": "sk-plantedkeyCONFIG00006",
-    "client": "app-plantedkeyCLIENT0007",
-    "workflow": "app-plantedkeyWORKFLOW08",
+    "dify_arg": "app-fakeplantedDIFYARG0001",
+    "dify_env": "app-fakeplantedDIFYENV0002",
+    "relay_arg": "sk-fakeplantedRELAYARG0003",
+    "relay_env": "sk-fakeplantedRELAYENV0004",
+    "config_dify": "app-fakeplantedCONFIG0005",
+    "config_relay": "sk-fakeplantedCONFIG00006",
+    "client": "app-fakeplantedCLIENT0007",
+    "workflow": "app-fakeplantedWORKFLOW08",
 }
 ROOT = Path(__file__).resolve().parent.parent
 
