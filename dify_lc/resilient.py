@@ -729,6 +729,8 @@ class ResilientRunnable(_RoutesMixin, RunnableSerializable[Any, Any]):
 
     _core: _Resilience = PrivateAttr()
 
+    # Same constructor as ResilientChatModel, spelled out on purpose: pydantic models get their
+    # __init__ signature for type checkers from the class itself, not from a shared mixin.
     def __init__(
         self,
         primary: Runnable[Any, Any] | None = None,
