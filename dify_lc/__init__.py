@@ -36,9 +36,11 @@ from dify_lc.observability import (
     PriceTable,
     configure_logging,
 )
+from dify_lc.rate_limit import RedisRateLimiter
 from dify_lc.resilience.breaker import Breaker, BreakerPolicy
 from dify_lc.resilience.plan import Route
 from dify_lc.resilience.retry import RetryPolicy
+from dify_lc.resilience.shared import SharedStorage, shared_breaker
 from dify_lc.resilient import ResilientChatModel, ResilientRunnable
 from dify_lc.transport import Timeouts
 from dify_lc.workflow import DifyWorkflow
@@ -71,15 +73,18 @@ __all__ = [
     "PriceTable",
     "ProtocolError",
     "RateLimitError",
+    "RedisRateLimiter",
     "ResilientChatModel",
     "ResilientRunnable",
     "RetryPolicy",
     "Route",
     "ServerError",
+    "SharedStorage",
     "StreamInterruptedError",
     "Timeouts",
     "WorkflowRunFailedError",
     "__version__",
     "configure_logging",
     "from_config",
+    "shared_breaker",
 ]

@@ -27,8 +27,13 @@ Example ``routes.toml`` (going 5% → 20% → 50% → 100% is a one-line change 
     api_key_env = "RELAY_API_KEY"
     weight = 0.05                    # canary share; the primary gets the rest
 
+    requests_per_second = 20         # optional client-side rate limit of this route
+
     [routes.breaker]                 # optional per-route override
     fail_max = 3
+
+    [shared]                         # optional: many processes act as one (needs dify-lc[redis])
+    redis_url_env = "REDIS_URL"      # breakers and rate limits shared through this Redis
 
 Any other key of a route is a field of :class:`~dify_lc.ChatDify` or
 :class:`~dify_lc.ChatRelay` (``read_timeout``, ``inputs``, ``temperature``, …).
@@ -42,14 +47,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from langchain_core.rate_limiters import BaseRateLimiter, InMemoryRateLimiter
 from pydantic import SecretStr, ValidationError
 
 from dify_lc.chat_models import ChatDify, ChatRelay
 from dify_lc.errors import ConfigurationError
 from dify_lc.protocol.error_mapping import scrub
+from dify_lc.rate_limit import RedisRateLimiter
 from dify_lc.resilience.breaker import Breaker, BreakerPolicy
 from dify_lc.resilience.plan import Route
 from dify_lc.resilience.retry import RetryPolicy
+from dify_lc.resilience.shared import connect, shared_breaker
 from dify_lc.resilient import ResilientChatModel
 
 __all__ = ["from_config"]
@@ -58,7 +66,7 @@ _TYPES: dict[str, tuple[type[ChatDify] | type[ChatRelay], str]] = {
     "dify": (ChatDify, "DIFY_API_KEY"),
     "relay": (ChatRelay, "RELAY_API_KEY"),
 }
-_TOP_KEYS = frozenset({"deadline", "retry", "breaker", "routes"})
+_TOP_KEYS = frozenset({"deadline", "retry", "breaker", "routes", "shared"})
 _SECRET_KEYS = frozenset({"api_key", "key", "token", "password", "secret"})
 
 
@@ -94,8 +102,10 @@ def from_config(
         raise ConfigurationError(f"{where}: needs at least one [[routes]] table")
     default_breaker = _policy(BreakerPolicy, data.get("breaker"), f"{where} [breaker]")
     retry = _policy(RetryPolicy, data.get("retry"), f"{where} [retry]")
+    redis = _shared_redis(data.get("shared"), env, where)
     routes = [
-        _route(raw, index, default_breaker, env, where) for index, raw in enumerate(raw_routes)
+        _route(raw, index, default_breaker, env, where, redis)
+        for index, raw in enumerate(raw_routes)
     ]
     if routes[0].weight:
         raise ConfigurationError(
@@ -121,8 +131,36 @@ def _policy(cls: type[Any], raw: Any, where: str) -> Any:
         raise ConfigurationError(f"{where}: {exc}") from exc
 
 
+def _shared_redis(raw: Any, env: Mapping[str, str], where: str) -> Any:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or set(raw) != {"redis_url_env"}:
+        raise ConfigurationError(f"{where} [shared]: takes exactly one key, redis_url_env")
+    url = env.get(str(raw["redis_url_env"]))
+    if not url:
+        raise ConfigurationError(
+            f"{where} [shared]: environment variable {raw['redis_url_env']} is not set"
+        )
+    return connect(url)
+
+
+def _limiter(name: str, rate: Any, redis: Any, label: str) -> BaseRateLimiter:
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or rate <= 0:
+        raise ConfigurationError(f"{label}: requests_per_second must be a positive number")
+    if redis is not None:
+        return RedisRateLimiter(redis, requests_per_second=rate, key=f"dify-lc:{name}")
+    return InMemoryRateLimiter(
+        requests_per_second=rate, check_every_n_seconds=0.01, max_bucket_size=max(1, rate)
+    )
+
+
 def _route(
-    raw: Any, index: int, default_breaker: BreakerPolicy, env: Mapping[str, str], where: str
+    raw: Any,
+    index: int,
+    default_breaker: BreakerPolicy,
+    env: Mapping[str, str],
+    where: str,
+    redis: Any = None,
 ) -> Route:
     if not isinstance(raw, Mapping):
         raise ConfigurationError(f"{where}: routes[{index}] must be a table")
@@ -156,6 +194,9 @@ def _route(
             f"{label} [breaker]",
         )
     )
+    rate = fields.pop("requests_per_second", None)
+    if rate is not None:
+        fields["rate_limiter"] = _limiter(name, rate, redis, label)
     fields.setdefault("backend", name)
     known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
     typos = set(fields) - known
@@ -170,7 +211,15 @@ def _route(
     return Route(
         name=name,
         runnable=model,
-        breaker=Breaker(name, policy),
+        breaker=Breaker(
+            name,
+            policy,
+            breaker=None
+            if redis is None
+            else shared_breaker(
+                name, redis, fail_max=policy.fail_max, reset_timeout=policy.reset_timeout
+            ),
+        ),
         weight=float(weight),
         idempotent=model._endpoint.idempotent,
         native=True,

@@ -41,6 +41,7 @@ from dify_lc.resilience.canary import bucket, choose
 from dify_lc.resilience.plan import FallbackPlan, Route, Try, Wait
 from dify_lc.resilience.recorder import Recorder
 from dify_lc.resilience.retry import RetryPolicy
+from dify_lc.resilience.shared import connect, shared_breaker
 from dify_lc.settings import HTTPSettings
 
 __all__ = ["ResilientChatModel", "ResilientRunnable", "Route"]
@@ -58,16 +59,28 @@ def _make_routes(
     canary: Mapping[str, float] | None,
     breaker: BreakerPolicy | None,
     breakers: Mapping[str, Any] | None,
+    redis: Any = None,
 ) -> list[Route]:
     if routes:
+        if redis is not None:
+            raise ConfigurationError(
+                "redis= shares the breakers it builds; with routes=, give "
+                "each Route a Breaker over dify_lc.shared_breaker()"
+            )
         built = list(routes)
     else:
         if primary is None:
             raise ConfigurationError("give primary= (and fallbacks=), or routes=")
+        client = connect(redis) if isinstance(redis, str) else redis
+        policy = breaker or BreakerPolicy()
         built = []
         for runnable in (primary, *fallbacks):
             name = _route_name(runnable, {r.name for r in built})
             custom = (breakers or {}).get(name)
+            if custom is None and client is not None:
+                custom = shared_breaker(
+                    name, client, fail_max=policy.fail_max, reset_timeout=policy.reset_timeout
+                )
             built.append(
                 Route(
                     name=name,
@@ -275,6 +288,9 @@ class ResilientChatModel(_RoutesMixin, ConfigurableChatModel):
         retry: :class:`RetryPolicy` (default: 2 retries, full-jitter backoff, ≤ 8 s waits).
         breaker: :class:`BreakerPolicy` for every route; ``breakers=`` maps route names to your
             own ``pybreaker.CircuitBreaker`` objects (shared Redis storage, listeners).
+        redis: a ``redis.Redis`` client or URL: every route's breaker state is shared through
+            it (key prefix ``dify-lc:<route>``), so processes behind a load balancer trip,
+            probe and recover as one; see :class:`~dify_lc.resilience.shared.SharedStorage`.
         deadline: seconds for the whole call (default 60; ``None``: none).
         metrics: a :class:`~dify_lc.observability.metrics.Metrics` to record into (default: a
             new one, see :attr:`metrics`; ``False``: none).
@@ -305,6 +321,7 @@ class ResilientChatModel(_RoutesMixin, ConfigurableChatModel):
         retry: RetryPolicy | None = None,
         breaker: BreakerPolicy | None = None,
         breakers: Mapping[str, Any] | None = None,
+        redis: Any = None,
         deadline: float | None = 60.0,
         metrics: Metrics | bool = True,
         prices: PriceTable | None = None,
@@ -312,7 +329,7 @@ class ResilientChatModel(_RoutesMixin, ConfigurableChatModel):
     ) -> None:
         if deadline is not None and deadline <= 0:
             raise ConfigurationError("deadline must be positive (or None)")
-        built = _make_routes(primary, fallbacks, routes, canary, breaker, breakers)
+        built = _make_routes(primary, fallbacks, routes, canary, breaker, breakers, redis)
         super().__init__(  # type: ignore[call-arg]
             routes=built, retry=retry or RetryPolicy(), deadline=deadline, **kwargs
         )
@@ -741,6 +758,7 @@ class ResilientRunnable(_RoutesMixin, RunnableSerializable[Any, Any]):
         retry: RetryPolicy | None = None,
         breaker: BreakerPolicy | None = None,
         breakers: Mapping[str, Any] | None = None,
+        redis: Any = None,
         deadline: float | None = 60.0,
         metrics: Metrics | bool = True,
         prices: PriceTable | None = None,
@@ -748,7 +766,7 @@ class ResilientRunnable(_RoutesMixin, RunnableSerializable[Any, Any]):
     ) -> None:
         if deadline is not None and deadline <= 0:
             raise ConfigurationError("deadline must be positive (or None)")
-        built = _make_routes(primary, fallbacks, routes, canary, breaker, breakers)
+        built = _make_routes(primary, fallbacks, routes, canary, breaker, breakers, redis)
         super().__init__(  # type: ignore[call-arg]
             routes=built, retry=retry or RetryPolicy(), deadline=deadline, **kwargs
         )

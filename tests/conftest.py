@@ -51,3 +51,28 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Any]:
+    """A real redis-server on a free loopback port for the whole session."""
+    from _redis import RedisServer
+
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: Any) -> str:
+    """The server's URL, emptied (and running) before each test."""
+    import redis
+
+    if redis_server.proc is None:
+        redis_server.start()
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return str(redis_server.url)

@@ -21,6 +21,7 @@ import pybreaker
 
 from dify_lc.errors import DifyLCError
 from dify_lc.observability.log import emit
+from dify_lc.resilience.shared import LOCAL, claim_probe, release_probe
 
 __all__ = ["Breaker", "BreakerPolicy", "Permit"]
 
@@ -73,10 +74,14 @@ class BreakerPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Permit:
-    """Admission to call a backend; ``probe``: a half-open trial; ``cold``: under the cold start."""
+    """Admission to call a backend; ``probe``: a half-open trial; ``cold``: under the cold start.
+
+    ``claim``: the Redis probe slot this probe holds, when the breaker state is shared.
+    """
 
     probe: bool
     cold: bool = False
+    claim: str | None = None
 
 
 _NORMAL = Permit(probe=False)
@@ -102,6 +107,7 @@ class Breaker:
         "_in_flight",
         "_lock",
         "_probes",
+        "_shared",
         "_storage",
         "_wall",
         "_warm",
@@ -128,6 +134,8 @@ class Breaker:
         breaker.add_listener(_StateEvents())
         # pybreaker exposes opened_at and the counters only on its storage object.
         self._storage = breaker._state_storage
+        # Redis storage: half-open probes are claimed in Redis, so one process probes.
+        self._shared = isinstance(self._storage, pybreaker.CircuitRedisStorage)
         self._wall = wall
         self._lock = threading.Lock()
         self._probes = 0
@@ -168,17 +176,31 @@ class Breaker:
                     return None
                 self._in_flight += 1
             return _COLD
+        opened_at = self._storage.opened_at
         if state == OPEN:
-            opened_at = self._storage.opened_at
+            self._warm = False  # (possibly opened by another process) prove itself again
             if opened_at is not None and self._wall() < (
                 opened_at.timestamp() + self._cb.reset_timeout
             ):
                 return None
-            with self._lock:
-                if self._storage.state == OPEN:
-                    self._probes = 0
-                    self._cb.half_open()  # fires state_change listeners
+        return self._probe(opened_at, opening=state == OPEN)
+
+    def _probe(self, opened_at: datetime | None, *, opening: bool) -> Permit | None:
+        """Claim one of the half-open probes (in Redis when shared); move open → half-open."""
+        if self._shared:
+            epoch = int(opened_at.timestamp()) if opened_at is not None else 0
+            ttl = max(self._cb.reset_timeout, 1.0)
+            claim = claim_probe(self._storage, epoch, self.policy.half_open_probes, ttl)
+            if claim is None:
+                return None
+            if claim is not LOCAL:
+                if opening and self._storage.state == OPEN:
+                    self._cb.half_open()  # only the claim's winner moves the shared state
+                return Permit(probe=True, claim=claim)
         with self._lock:
+            if opening and self._storage.state == OPEN:
+                self._probes = 0
+                self._cb.half_open()  # fires state_change listeners
             if self._probes >= self.policy.half_open_probes:
                 return None
             self._probes += 1
@@ -239,6 +261,8 @@ class Breaker:
         if permit.cold:
             with self._lock:
                 self._in_flight -= 1
+        elif permit.claim is not None:
+            release_probe(self._storage, permit.claim)
         elif permit.probe:
             with self._lock:
                 self._probes = max(self._probes - 1, 0)

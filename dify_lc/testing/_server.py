@@ -14,6 +14,7 @@ import ipaddress
 import json
 import random
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Mapping
@@ -47,6 +48,7 @@ class RecordedRequest:
     json: Any
     headers: dict[str, str]
     body: bytes
+    received_at: float = 0.0  # time.time() when the request arrived
 
 
 def _check_loopback(host: str) -> None:
@@ -287,6 +289,7 @@ class FakeServer:
                 json=parsed,
                 headers=headers,
                 body=body,
+                received_at=time.time(),
             )
         )
 

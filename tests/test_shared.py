@@ -1,0 +1,397 @@
+"""Shared state through a real redis-server: breakers, the probe claim, the rate limiter.
+
+In-process tests use several independent clients (each as a separate process would); the
+multi-process tests are in ``test_shared_processes.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pybreaker
+import pytest
+import redis
+
+from dify_lc import (
+    BreakerPolicy,
+    ChatDify,
+    ChatRelay,
+    RedisRateLimiter,
+    ResilientChatModel,
+    RetryPolicy,
+    configure_logging,
+    from_config,
+    shared_breaker,
+)
+from dify_lc.errors import ConfigurationError, ServerError
+from dify_lc.resilience.breaker import Breaker
+from dify_lc.resilience.shared import SharedStorage, claim_probe
+from dify_lc.testing import FakeDify, FakeRelay, Fault
+
+FAILURE = ServerError("upstream 500", status=500, backend="dify")
+POLICY = BreakerPolicy(fail_max=3, reset_timeout=1.0, min_calls=100, window=100)
+
+
+def _breaker(url: str, name: str = "dify", policy: BreakerPolicy = POLICY, **kw: Any) -> Breaker:
+    """One breaker with its own Redis client: what one process would hold."""
+    cb = shared_breaker(
+        name, url, fail_max=policy.fail_max, reset_timeout=policy.reset_timeout, **kw
+    )
+    return Breaker(name, policy, breaker=cb)
+
+
+def _trip(breaker: Breaker) -> None:
+    for _ in range(breaker.policy.fail_max):
+        permit = breaker.admit(last=True)
+        assert permit is not None
+        breaker.failure(permit, FAILURE, 0.01)
+
+
+@pytest.fixture
+def events() -> Iterator[io.StringIO]:
+    out = io.StringIO()
+    handler = configure_logging(json=True, stream=out)
+    try:
+        yield out
+    finally:
+        handler.close()
+        import logging
+
+        logging.getLogger("dify_lc").removeHandler(handler)
+
+
+def _events(out: io.StringIO, name: str) -> list[dict[str, Any]]:
+    lines = [json.loads(line) for line in out.getvalue().splitlines() if line.strip()]
+    return [e for e in lines if e["event"] == name]
+
+
+# ---------------------------------------------------------------------- breaker state
+
+
+def test_one_trip_opens_the_breaker_for_every_holder(redis_url: str) -> None:
+    a, b = _breaker(redis_url), _breaker(redis_url)
+    _trip(a)
+    assert a.state == "open"
+    time.sleep(0.15)  # > refresh: b reads the shared state
+    assert b.state == "open"
+    assert b.admit() is None  # rejected without calling the backend
+
+
+def test_reads_come_from_the_local_copy_between_refreshes(redis_url: str) -> None:
+    breaker = _breaker(redis_url, refresh=60.0)
+    storage = breaker.circuit._state_storage
+    assert isinstance(storage, SharedStorage)
+    calls = 0
+    real_mget = storage._redis.mget
+
+    def counting_mget(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return real_mget(*args, **kwargs)
+
+    storage._redis.mget = counting_mget  # type: ignore[method-assign]
+    for _ in range(1000):
+        permit = breaker.admit()
+        assert permit is not None
+        breaker.success(permit, 0.001)
+    assert calls <= 1  # one refresh at most, not one round trip per call
+
+
+def test_interoperates_with_plain_pybreaker_redis_storage(redis_url: str) -> None:
+    ours = _breaker(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    theirs = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client, namespace="dify-lc:dify")
+    _trip(ours)
+    assert theirs.state == "open"
+    assert theirs.opened_at is not None
+    theirs.state = pybreaker.STATE_CLOSED
+    time.sleep(0.15)
+    assert ours.state == "closed"
+    client.close()
+
+
+def test_each_backend_has_its_own_namespace(redis_url: str) -> None:
+    dify, relay = _breaker(redis_url, "dify"), _breaker(redis_url, "relay")
+    _trip(dify)
+    time.sleep(0.15)
+    assert (dify.state, relay.state) == ("open", "closed")
+    keys = {k.decode() for k in redis.Redis.from_url(redis_url).keys("*")}
+    assert "dify-lc:dify:pybreaker:state" in keys
+    assert "dify-lc:relay:pybreaker:state" in keys
+
+
+def test_remote_state_changes_are_logged_by_every_holder(
+    redis_url: str, events: io.StringIO
+) -> None:
+    a, b = _breaker(redis_url), _breaker(redis_url)
+    assert b.state == "closed"
+    _trip(a)
+    time.sleep(0.15)
+    assert b.state == "open"
+    shared = [e for e in _events(events, "breaker.state") if e.get("shared")]
+    assert shared
+    assert shared[0]["to"] == "open"
+    assert shared[0]["backend"] == "dify"
+
+
+# ---------------------------------------------------------------------- half-open probe claim
+
+
+def test_exactly_one_holder_probes_in_half_open(redis_url: str) -> None:
+    holders = [_breaker(redis_url) for _ in range(8)]
+    _trip(holders[0])
+    time.sleep(1.1)  # reset_timeout passes
+    barrier = threading.Barrier(len(holders) * 4)
+    permits: list[Any] = []
+    lock = threading.Lock()
+
+    def try_probe(breaker: Breaker) -> None:
+        barrier.wait()
+        permit = breaker.admit()
+        with lock:
+            permits.append(permit)
+
+    threads = [threading.Thread(target=try_probe, args=(h,)) for h in holders for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    granted = [p for p in permits if p is not None]
+    assert len(granted) == 1
+    assert granted[0].probe
+    assert granted[0].claim
+    assert len(permits) == 32
+
+
+def test_probe_limit_counts_across_holders(redis_url: str) -> None:
+    policy = BreakerPolicy(fail_max=3, reset_timeout=1.0, half_open_probes=2, min_calls=100)
+    holders = [_breaker(redis_url, policy=policy) for _ in range(4)]
+    _trip(holders[0])
+    time.sleep(1.1)
+    permits = [h.admit() for h in holders for _ in range(3)]
+    assert sum(p is not None for p in permits) == 2
+
+
+def test_a_released_probe_can_be_claimed_again_a_failed_one_cannot(redis_url: str) -> None:
+    a, b = _breaker(redis_url), _breaker(redis_url)
+    _trip(a)
+    time.sleep(1.1)
+    permit = a.admit()
+    assert permit is not None
+    assert b.admit() is None
+    a.release(permit)  # cancelled: no outcome, the slot is free again
+    second = b.admit()
+    assert second is not None
+    b.failure(second, FAILURE, 0.01)  # the probe failed: open again, for a new period
+    time.sleep(0.15)
+    assert a.state == "open"
+    assert a.admit() is None
+    assert b.admit() is None
+
+
+def test_a_successful_probe_closes_it_for_everyone(redis_url: str) -> None:
+    a, b = _breaker(redis_url), _breaker(redis_url)
+    _trip(a)
+    time.sleep(1.1)
+    permit = b.admit()
+    assert permit is not None
+    b.success(permit, 0.01)
+    time.sleep(0.15)
+    assert a.state == "closed"
+    assert a.admit() is not None
+
+
+def test_claims_are_atomic_set_nx_per_open_period(redis_url: str) -> None:
+    storage = _breaker(redis_url).circuit._state_storage
+    assert claim_probe(storage, 100, 1, 5.0) not in (None, "local")
+    assert claim_probe(storage, 100, 1, 5.0) is None
+    assert claim_probe(storage, 101, 1, 5.0) not in (None, "local")  # a new period
+
+
+# ---------------------------------------------------------------------- Redis unreachable
+
+
+def test_redis_down_at_start_serves_on_local_state(events: io.StringIO) -> None:
+    breaker = _breaker("redis://127.0.0.1:9/0")  # nothing listens there
+    assert breaker.state == "closed"
+    _trip(breaker)  # the breaker still works, on local state
+    assert breaker.state == "open"
+    assert breaker.admit() is None
+    down = _events(events, "redis.unavailable")
+    assert len(down) == 1  # logged once, not per call
+    assert down[0]["serving_on"] == "local state"
+
+
+def test_redis_going_away_and_coming_back(
+    redis_server: Any, redis_url: str, events: io.StringIO
+) -> None:
+    breaker = _breaker(redis_url, retry_interval=0.2)
+    assert breaker.state == "closed"
+    redis_server.stop()
+    try:
+        time.sleep(0.15)
+        start = time.monotonic()
+        for _ in range(100):
+            permit = breaker.admit()
+            assert permit is not None
+            breaker.success(permit, 0.001)
+        assert time.monotonic() - start < 0.5  # no per-call reconnect cost while down
+        _trip(breaker)
+        assert breaker.state == "open"  # opens on local state
+        assert len(_events(events, "redis.unavailable")) == 1
+    finally:
+        redis_server.start()
+    time.sleep(0.3)
+    assert breaker.state in ("closed", "open")
+    breaker.circuit._state_storage.sync()
+    assert _events(events, "redis.recovered")
+
+
+# ---------------------------------------------------------------------- wiring
+
+
+def test_resilient_model_shares_every_route_breaker(redis_url: str) -> None:
+    def model() -> ResilientChatModel:
+        return ResilientChatModel(
+            ChatDify(api_key="app-fake-key", base_url="http://127.0.0.1:9/v1", backend="dify"),
+            [ChatRelay(model="m", api_key="sk-fake-key", base_url="http://127.0.0.1:9/v1")],
+            redis=redis_url,
+        )
+
+    one, two = model(), model()
+    for route in one.routes:
+        assert isinstance(route.breaker.circuit._state_storage, SharedStorage)
+    _trip(one.route("dify").breaker)
+    time.sleep(0.15)
+    assert two.route("dify").breaker.state == "open"
+    assert two.route("relay").breaker.state == "closed"
+
+
+def test_routes_and_redis_together_are_refused() -> None:
+    route_model = ResilientChatModel(
+        ChatRelay(model="m", api_key="sk-fake-key", base_url="http://127.0.0.1:9/v1")
+    )
+    with pytest.raises(ConfigurationError, match="redis="):
+        ResilientChatModel(routes=route_model.routes, redis="redis://127.0.0.1:9/0")
+
+
+def test_from_config_shared_section(redis_url: str) -> None:
+    config = {
+        "shared": {"redis_url_env": "REDIS_URL"},
+        "routes": [
+            {"name": "official", "type": "dify", "base_url": "http://127.0.0.1:9/v1"},
+            {
+                "name": "relay",
+                "type": "relay",
+                "model": "gpt-4o",
+                "base_url": "http://127.0.0.1:9/v1",
+                "requests_per_second": 5,
+            },
+        ],
+    }
+    env = {"DIFY_API_KEY": "app-fake-key", "RELAY_API_KEY": "sk-fake-key", "REDIS_URL": redis_url}
+    model = from_config(config, env=env)
+    assert isinstance(model.route("official").breaker.circuit._state_storage, SharedStorage)
+    assert isinstance(model.route("relay").runnable.rate_limiter, RedisRateLimiter)
+    with pytest.raises(ConfigurationError, match="REDIS_URL"):
+        from_config(config, env={k: v for k, v in env.items() if k != "REDIS_URL"})
+    with pytest.raises(ConfigurationError, match="redis_url_env"):
+        from_config({**config, "shared": {"redis_url": redis_url}}, env=env)
+
+
+# ---------------------------------------------------------------------- rate limiter
+
+
+def test_rate_limiter_shares_one_budget(redis_url: str) -> None:
+    a = RedisRateLimiter(redis_url, requests_per_second=5, key="budget")
+    b = RedisRateLimiter(redis_url, requests_per_second=5, key="budget")
+    other = RedisRateLimiter(redis_url, requests_per_second=5, key="another")
+    taken = [lim.acquire(blocking=False) for lim in (a, b) * 4]
+    assert sum(taken) == 5  # five between them, not five each
+    assert other.acquire(blocking=False)  # a different key is a different budget
+
+
+def test_rate_limiter_blocking_waits_for_the_window(redis_url: str) -> None:
+    limiter = RedisRateLimiter(redis_url, requests_per_second=4, key="wait")
+    start = time.monotonic()
+    for _ in range(6):
+        assert limiter.acquire()
+    assert 0.9 < time.monotonic() - start < 2.0  # 4 at once, the next 2 when the second ends
+
+
+def test_rate_limiter_async(redis_url: str) -> None:
+    limiter = RedisRateLimiter(redis_url, requests_per_second=3, key="async")
+
+    async def take() -> float:
+        start = time.monotonic()
+        await asyncio.gather(*(limiter.aacquire() for _ in range(6)))  # 3 now, 3 in 1 s
+        assert not await limiter.aacquire(blocking=False)
+        return time.monotonic() - start
+
+    assert 0.9 < asyncio.run(take()) < 2.0
+
+
+def test_rate_limiter_fractional_rate(redis_url: str) -> None:
+    limiter = RedisRateLimiter(redis_url, requests_per_second=0.5, key="slow")
+    assert limiter.acquire(blocking=False)
+    assert not limiter.acquire(blocking=False)  # one per two seconds
+
+
+def test_rate_limiter_redis_down_uses_the_local_limit(events: io.StringIO) -> None:
+    limiter = RedisRateLimiter(
+        "redis://127.0.0.1:9/0", requests_per_second=3, key="down", fallback_rate=2
+    )
+    taken = [limiter.acquire(blocking=False) for _ in range(5)]
+    assert sum(taken) == 2  # the local fallback rate, still a limit
+    down = _events(events, "redis.unavailable")
+    assert len(down) == 1
+    assert down[0]["serving_on"] == "local rate limit"
+
+
+def test_rate_limiter_bad_rate() -> None:
+    with pytest.raises(ConfigurationError):
+        RedisRateLimiter("redis://127.0.0.1:9/0", requests_per_second=0)
+
+
+def test_rate_limiter_on_a_model_limits_calls(redis_url: str) -> None:
+    limiter = RedisRateLimiter(redis_url, requests_per_second=3, key="model")
+    with FakeRelay(api_key="sk-fake-key") as relay:
+        model = ChatRelay(model="m", api_key="sk-fake-key", base_url=relay.base_url)
+        model = model.model_copy(update={"rate_limiter": limiter})
+        start, wall_start = time.monotonic(), time.time()
+        for _ in range(4):
+            model.invoke("hi")
+        assert time.monotonic() - start > 0.9
+        fourth = relay.requests[3].received_at
+    assert fourth - wall_start > 0.9  # the 4th request reached the server a second later
+
+
+def test_resilient_end_to_end_with_shared_breaker(redis_url: str) -> None:
+    """Process A's failures open the breaker; process B then skips Dify without a request."""
+    with FakeDify(api_key="app-fake-key") as dify, FakeRelay(api_key="sk-fake-key") as relay:
+        dify.set_default(Fault.server_error(500))
+
+        def model() -> ResilientChatModel:
+            return ResilientChatModel(
+                ChatDify(api_key="app-fake-key", base_url=dify.base_url, backend="dify"),
+                [ChatRelay(model="m", api_key="sk-fake-key", base_url=relay.base_url)],
+                retry=RetryPolicy(max_retries=0),
+                breaker=POLICY,
+                redis=redis_url,
+            )
+
+        a, b = model(), model()
+        for _ in range(3):
+            a.invoke("hi")
+        seen = len(dify.requests)
+        assert seen == 3
+        time.sleep(0.15)
+        for _ in range(5):
+            b.invoke("hi")
+        assert len(dify.requests) == seen  # B never called the open backend
