@@ -19,7 +19,7 @@ from dify_lc.driver import Driver
 from dify_lc.errors import ConfigurationError, InputError
 from dify_lc.observability.redaction import register_secret
 from dify_lc.resilience.retry import RetryPolicy
-from dify_lc.transport import Endpoint, Timeouts
+from dify_lc.transport import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_EVENT_BYTES, Endpoint, Timeouts
 
 __all__ = ["HTTPSettings", "check_base_url"]
 
@@ -73,6 +73,10 @@ class HTTPSettings(BaseModel):
     """Async HTTP: ``"aiohttp"`` (default, fast) or ``"httpx"`` (httpx's pool; vcrpy replays it)."""
     verify_ssl: bool = True
     max_connections: int = 100
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """Cap on a blocking response body (32 MiB); a larger one is a ``ProtocolError``."""
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    """Cap on one streamed SSE event (4 MiB); a larger one is a ``ProtocolError``."""
     http_client: Any = Field(default=None, exclude=True)
     """An ``httpx.Client`` to use instead of our pooled one (you own its lifetime)."""
     http_async_client: Any = Field(default=None, exclude=True)
@@ -105,6 +109,8 @@ class HTTPSettings(BaseModel):
         register_secret(self.api_key)  # masked in every log line from now on
         if self.max_retries < 0:
             raise ConfigurationError("max_retries must be >= 0")
+        if self.max_body_bytes <= 0 or self.max_event_bytes <= 0:
+            raise ConfigurationError("max_body_bytes and max_event_bytes must be > 0")
         self._endpoint = Endpoint(
             self.base_url,
             api_key=self.api_key.get_secret_value(),
@@ -116,6 +122,8 @@ class HTTPSettings(BaseModel):
             http_client=self.http_client,
             http_async_client=self.http_async_client,
             max_connections=self.max_connections,
+            max_body_bytes=self.max_body_bytes,
+            max_event_bytes=self.max_event_bytes,
         )
         self._driver = Driver(self._endpoint, RetryPolicy(max_retries=self.max_retries))
 

@@ -7,7 +7,8 @@ Why aiohttp for async: under concurrency httpx's async stack was the bottleneck 
 at 64 in flight where aiohttp did 3,700 against the same local server, and httpx over an aiohttp
 transport still paid ~330 µs per call in httpx's request/response layer (``benchmarks/``).
 Proxies come from the environment (``HTTP(S)_PROXY``/``NO_PROXY``) on every path, TLS
-verification is on.
+verification is on. Every path reads bodies incrementally under a size cap: a 2xx blocking body
+(``max_body_bytes``), one SSE event (``max_event_bytes``), an error body (64 KiB, truncated).
 
 Every failure leaves this module as a typed :mod:`dify_lc.errors` error; nothing above it
 catches httpx or aiohttp exceptions.
@@ -16,7 +17,6 @@ catches httpx or aiohttp exceptions.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import json
 import time
 import weakref
@@ -29,11 +29,10 @@ from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import httpx
-from httpx_sse import EventSource, SSEError
 
-# httpx-sse's sans-I/O decoders parse the aiohttp path too, so both paths share one SSE parser
-# (the version range is pinned in pyproject.toml because these live in a private module).
-from httpx_sse._decoders import SSEDecoder, SSELineDecoder
+# httpx-sse's sans-I/O event decoder interprets the lines of every path (the version range is
+# pinned in pyproject.toml because it lives in a private module).
+from httpx_sse._decoders import SSEDecoder
 
 from dify_lc.errors import (
     APIConnectionError,
@@ -44,10 +43,17 @@ from dify_lc.errors import (
 from dify_lc.protocol.dify import Request
 from dify_lc.protocol.error_mapping import error_from_response
 
-__all__ = ["Endpoint", "Timeouts"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_EVENT_BYTES", "Endpoint", "Timeouts"]
 
 USER_AGENT = "dify-lc/0.1"
 AsyncBackend = Literal["aiohttp", "httpx"]
+
+DEFAULT_MAX_BODY_BYTES = 32 * 2**20
+"""Default cap on a successful blocking response body (32 MiB)."""
+DEFAULT_MAX_EVENT_BYTES = 4 * 2**20
+"""Default cap on one SSE event, the line still arriving included (4 MiB)."""
+ERROR_BODY_BYTES = 64 * 2**10
+"""An error response's body is read up to this many bytes (64 KiB), the rest is dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,66 @@ def _transport_error(exc: BaseException, backend: str, idempotent: bool) -> Dify
 _TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError, asyncio.TimeoutError)
 
 
+class _SSEParser:
+    """Bytes in, ``(event, data)`` pairs out: the one SSE parser of every path.
+
+    Lines are split on the raw bytes (CR and LF never occur inside a UTF-8 sequence) and then
+    decoded strictly, so a character cut by a chunk boundary is fine and invalid UTF-8 raises
+    :class:`UnicodeDecodeError`. One event (its lines so far plus the line still arriving) may
+    hold ``limit`` bytes: past that :class:`ProtocolError`, before the rest is buffered. An
+    event the body ends in the middle of is dropped, as the SSE spec says.
+
+    Only the line splitting is ours (events are still httpx-sse's ``SSEDecoder``): httpx-sse's
+    line decoder takes text that httpx decoded with ``errors="replace"``, so invalid UTF-8
+    turned silently into U+FFFD, and neither it nor ``EventSource`` can cap a line's size.
+    """
+
+    __slots__ = ("_cr", "_decoder", "_event_size", "_limit", "_tail", "_tail_size", "_too_large")
+
+    def __init__(self, limit: int, too_large: Callable[[], ProtocolError]) -> None:
+        self._limit = limit
+        self._too_large = too_large
+        self._decoder = SSEDecoder()
+        self._tail: list[bytes] = []  # the line still arriving, in pieces
+        self._tail_size = 0
+        self._event_size = 0  # bytes of the complete lines of the current event
+        self._cr = False  # the last chunk ended with CR: a LF opening the next one is its pair
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[str, str]]:
+        """The events that ``chunk`` completes, in order (an error comes after them)."""
+        if self._cr and chunk:
+            self._cr = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        if b"\r" in chunk:  # rare: every server we know ends lines with LF alone
+            self._cr = chunk[-1:] == b"\r"
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = chunk.split(b"\n")
+        tail = lines.pop()  # b"" when the chunk ends a line
+        if lines:
+            if self._tail:
+                self._tail.append(lines[0])
+                lines[0] = b"".join(self._tail)
+                self._tail = []
+                self._tail_size = 0
+            decode, limit, size = self._decoder.decode, self._limit, self._event_size
+            for line in lines:
+                size += len(line) + 1
+                if size > limit:
+                    raise self._too_large()
+                if not line:
+                    size = 0  # the blank line ends the event
+                sse = decode(line.decode())
+                if sse is not None:
+                    yield sse.event, sse.data
+            self._event_size = size
+        if tail:
+            self._tail.append(tail)
+            self._tail_size += len(tail)
+            if self._tail_size + self._event_size > self._limit:
+                raise self._too_large()
+
+
 class Endpoint:
     """Pooled HTTP access to one base URL with one set of credentials.
 
@@ -127,6 +193,12 @@ class Endpoint:
         http_client / http_async_client: bring your own clients (then you own their lifetime;
             the ``Authorization`` header is still added per request).
         max_connections: pool size per client.
+        max_body_bytes: cap on a successful blocking response body (decoded), checked against
+            ``Content-Length`` first and then while reading; past it, :class:`ProtocolError`.
+        max_event_bytes: cap on one SSE event, the line still arriving included; past it,
+            :class:`ProtocolError` at once. Both are attributes too, read on every call.
+
+    An error response (status >= 400) is read up to 64 KiB and truncated there.
     """
 
     def __init__(
@@ -143,11 +215,15 @@ class Endpoint:
         http_async_client: httpx.AsyncClient | None = None,
         max_connections: int = 100,
         extra_headers: dict[str, str] | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.backend = backend
         self.idempotent = idempotent
         self.timeouts = timeouts
+        self.max_body_bytes = max_body_bytes
+        self.max_event_bytes = max_event_bytes
         self.secrets = (api_key,) if api_key else ()
         self._headers = {
             "authorization": f"Bearer {api_key}",
@@ -268,20 +344,48 @@ class Endpoint:
             return None  # e.g. DELETE answered by 204 (Dify >= 1.3.1)
         try:
             return json.loads(body)
-        except ValueError as exc:  # includes invalid UTF-8
-            raise ProtocolError(
+        except UnicodeDecodeError as exc:
+            raise self._bad_body("response is not valid UTF-8", status) from exc
+        except ValueError as exc:
+            raise self._bad_body(
                 f"response is not valid JSON ({headers.get('content-type')}): {body[:200]!r}",
-                status=status,
-                backend=self.backend,
-                retryable=self.idempotent,
+                status,
             ) from exc
 
-    def _not_a_stream(self, status: int, content_type: str) -> ProtocolError:
+    def _bad_body(self, message: str, status: int) -> ProtocolError:
         return ProtocolError(
-            f"expected an event stream, got {content_type or 'no content type'!r}",
-            status=status,
-            backend=self.backend,
-            retryable=self.idempotent,
+            message, status=status, backend=self.backend, retryable=self.idempotent
+        )
+
+    def _not_a_stream(self, status: int, content_type: str) -> ProtocolError:
+        return self._bad_body(
+            f"expected an event stream, got {content_type or 'no content type'!r}", status
+        )
+
+    def _event_too_large(self, status: int) -> ProtocolError:
+        return self._bad_body(
+            f"an event of the stream exceeds max_event_bytes ({self.max_event_bytes:,} bytes)",
+            status,
+        )
+
+    def _body_cap(self, status: int, headers: Mapping[str, str]) -> int:
+        """How many bytes of this body to read; rejects a 2xx body declared larger than the cap."""
+        if status >= 400:
+            return ERROR_BODY_BYTES  # read for the error message only: truncated there
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise self._body_too_large(status)
+        return self.max_body_bytes
+
+    def _body_over(self, status: int, chunks: list[bytes], cap: int) -> bytes:
+        """The body read past its cap: an error body is truncated, a 2xx one is rejected."""
+        if status >= 400:
+            return b"".join(chunks)[:cap]
+        raise self._body_too_large(status)
+
+    def _body_too_large(self, status: int) -> ProtocolError:
+        return self._bad_body(
+            f"response body exceeds max_body_bytes ({self.max_body_bytes:,} bytes)", status
         )
 
     def _timed_out(self) -> APITimeoutError:
@@ -291,13 +395,27 @@ class Endpoint:
 
     # ------------------------------------------------------------------ sync
 
+    def _read(self, response: httpx.Response) -> bytes:
+        """The body of a streamed response, read under the cap of its status."""
+        status = response.status_code
+        cap = self._body_cap(status, response.headers)
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap:
+                return self._body_over(status, chunks, cap)
+        return b"".join(chunks)
+
     def request_json(self, req: Request, *, deadline: float | None = None) -> Any:
         """Send a request and return its decoded JSON body (``None`` when empty)."""
         try:
-            response = self._sync_client().request(**self._build(req, deadline, False))
+            with self._sync_client().stream(**self._build(req, deadline, False)) as response:
+                body = self._read(response)
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.backend, self.idempotent) from exc
-        return self._decode_json(response.status_code, response.headers, response.content)
+        return self._decode_json(response.status_code, response.headers, body)
 
     @contextmanager
     def sse(
@@ -315,12 +433,16 @@ class Endpoint:
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.backend, self.idempotent) from exc
         try:
-            if response.status_code >= 400:
+            status = response.status_code
+            if status >= 400:
                 try:
-                    body = response.read()
+                    body = self._read(response)
                 except httpx.HTTPError as exc:
                     raise _transport_error(exc, self.backend, self.idempotent) from exc
-                raise self._error(response.status_code, response.headers, body)
+                raise self._error(status, response.headers, body)
+            content_type = response.headers.get("content-type", "")
+            if "text/event-stream" not in content_type:
+                raise self._not_a_stream(status, content_type)
             yield self._iter_events(response, deadline)
         finally:
             cm.__exit__(None, None, None)
@@ -328,19 +450,18 @@ class Endpoint:
     def _iter_events(
         self, response: httpx.Response, deadline: float | None
     ) -> Iterator[tuple[str, str]]:
+        status = response.status_code
+        feed = _SSEParser(self.max_event_bytes, lambda: self._event_too_large(status)).feed
         try:
-            for sse in EventSource(response).iter_sse():
-                if deadline is not None and time.monotonic() > deadline:
-                    raise self._timed_out()
-                yield sse.event, sse.data
-        except SSEError as exc:  # subclasses httpx.TransportError: catch it first
-            raise self._not_a_stream(
-                response.status_code, response.headers.get("content-type", "")
-            ) from exc
+            for chunk in response.iter_bytes():
+                for event in feed(chunk):
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise self._timed_out()
+                    yield event
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.backend, self.idempotent) from exc
         except UnicodeDecodeError as exc:
-            raise ProtocolError("stream is not valid UTF-8", backend=self.backend) from exc
+            raise self._bad_body("stream is not valid UTF-8", status) from exc
 
     # ------------------------------------------------------------------ async
 
@@ -372,22 +493,58 @@ class Endpoint:
             "proxy": self._aiohttp_proxy,
         }
 
+    async def _aread(self, response: httpx.Response) -> bytes:
+        """Async twin of :meth:`_read`."""
+        status = response.status_code
+        cap = self._body_cap(status, response.headers)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap:
+                return self._body_over(status, chunks, cap)
+        return b"".join(chunks)
+
+    async def _aread_aiohttp(self, resp: aiohttp.ClientResponse) -> bytes:
+        """:meth:`_read` for an aiohttp response."""
+        status = resp.status
+        cap = self._body_cap(status, resp.headers)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_any():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > cap:
+                return self._body_over(status, chunks, cap)
+        return b"".join(chunks)
+
     async def arequest_json(self, req: Request, *, deadline: float | None = None) -> Any:
         """Async twin of :meth:`request_json`; the total deadline is exact here."""
         client = self._async_client()
         try:
             if isinstance(client, aiohttp.ClientSession):
                 async with client.request(**self._aiohttp_kwargs(req, deadline, False)) as resp:
-                    body = await resp.read()
+                    body = await self._aread_aiohttp(resp)
                     return self._decode_json(resp.status, resp.headers, body)
             if deadline is None:
-                response = await client.request(**self._build(req, deadline, False))
+                response, body = await self._ahttpx_request(client, req, deadline)
             else:
                 async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
-                    response = await client.request(**self._build(req, deadline, False))
+                    response, body = await self._ahttpx_request(client, req, deadline)
         except _TRANSPORT_ERRORS as exc:
             raise _transport_error(exc, self.backend, self.idempotent) from exc
-        return self._decode_json(response.status_code, response.headers, response.content)
+        return self._decode_json(response.status_code, response.headers, body)
+
+    async def _ahttpx_request(
+        self, client: httpx.AsyncClient, req: Request, deadline: float | None
+    ) -> tuple[httpx.Response, bytes]:
+        request = client.build_request(**self._build(req, deadline, False))
+        response = await client.send(request, stream=True)
+        try:
+            return response, await self._aread(response)
+        finally:
+            await response.aclose()
 
     @asynccontextmanager
     async def asse(
@@ -407,12 +564,16 @@ class Endpoint:
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.backend, self.idempotent) from exc
         try:
-            if response.status_code >= 400:
+            status = response.status_code
+            if status >= 400:
                 try:
-                    body = await response.aread()
+                    body = await self._aread(response)
                 except httpx.HTTPError as exc:
                     raise _transport_error(exc, self.backend, self.idempotent) from exc
-                raise self._error(response.status_code, response.headers, body)
+                raise self._error(status, response.headers, body)
+            content_type = response.headers.get("content-type", "")
+            if "text/event-stream" not in content_type:
+                raise self._not_a_stream(status, content_type)
             yield self._aiter_httpx_events(response, deadline)
         finally:
             await response.aclose()
@@ -420,19 +581,21 @@ class Endpoint:
     async def _aiter_httpx_events(
         self, response: httpx.Response, deadline: float | None
     ) -> AsyncIterator[tuple[str, str]]:
+        status = response.status_code
+        feed = _SSEParser(self.max_event_bytes, lambda: self._event_too_large(status)).feed
+        chunks = response.aiter_bytes()
         try:
-            async for sse in EventSource(response).aiter_sse():
-                if deadline is not None and time.monotonic() > deadline:
-                    raise self._timed_out()
-                yield sse.event, sse.data
-        except SSEError as exc:  # subclasses httpx.TransportError: catch it first
-            raise self._not_a_stream(
-                response.status_code, response.headers.get("content-type", "")
-            ) from exc
+            async for chunk in chunks:
+                for event in feed(chunk):
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise self._timed_out()
+                    yield event
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.backend, self.idempotent) from exc
         except UnicodeDecodeError as exc:
-            raise ProtocolError("stream is not valid UTF-8", backend=self.backend) from exc
+            raise self._bad_body("stream is not valid UTF-8", status) from exc
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
 
     @asynccontextmanager
     async def _asse_aiohttp(
@@ -445,7 +608,7 @@ class Endpoint:
         try:
             if resp.status >= 400:
                 try:
-                    body = await resp.read()
+                    body = await self._aread_aiohttp(resp)
                 except _TRANSPORT_ERRORS as exc:
                     raise _transport_error(exc, self.backend, self.idempotent) from exc
                 raise self._error(resp.status, resp.headers, body)
@@ -459,22 +622,16 @@ class Endpoint:
     async def _aiter_aiohttp_events(
         self, resp: aiohttp.ClientResponse
     ) -> AsyncIterator[tuple[str, str]]:
-        text = codecs.getincrementaldecoder("utf-8")()
-        lines, events = SSELineDecoder(), SSEDecoder()
+        status = resp.status
+        feed = _SSEParser(self.max_event_bytes, lambda: self._event_too_large(status)).feed
         try:
             async for chunk in resp.content.iter_any():
-                for line in lines.decode(text.decode(chunk)):
-                    sse = events.decode(line)
-                    if sse is not None:
-                        yield sse.event, sse.data
-            for line in lines.decode(text.decode(b"", final=True)) + lines.flush():
-                sse = events.decode(line)
-                if sse is not None:
-                    yield sse.event, sse.data
+                for event in feed(chunk):
+                    yield event
         except _TRANSPORT_ERRORS as exc:
             raise _transport_error(exc, self.backend, self.idempotent) from exc
         except UnicodeDecodeError as exc:
-            raise ProtocolError("stream is not valid UTF-8", backend=self.backend) from exc
+            raise self._bad_body("stream is not valid UTF-8", status) from exc
 
 
 def _env_proxy_for(url: str) -> str | None:

@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -25,13 +25,15 @@ from dify_lc.errors import (
     ProtocolError,
     StreamInterruptedError,
 )
-from dify_lc.testing import DEFAULT_ANSWER, FakeDify, FakeRelay, Fault
+from dify_lc.testing import DEFAULT_ANSWER, BlackHole, FakeDify, FakeRelay, Fault
 
 DIFY_KEY = "app-matrix-test-key-0123456789"
 RELAY_KEY = "sk-matrix-test-key-0123456789"
 RELAY_ANSWER = "relay answer"
 DEADLINE = 5.0
 MODES = ("invoke", "ainvoke", "stream", "astream")
+CONNECT_TIMEOUT = 0.25  # loopback connects take microseconds; the black hole takes this long
+SIZE_CAP = 64 * 1024  # on one SSE event and on a blocking body (defaults: 4 MiB, 32 MiB)
 
 DIFY = "dify"  # the answer came from Dify
 RELAY = "relay"  # the answer came from the relay (fallback)
@@ -43,6 +45,8 @@ class Row:
 
     ``single`` / ``resilient``: ``DIFY``, ``RELAY`` or an error class. ``dify_requests``: what
     the Dify server sees in each setup (``None``: the server is not reached at all).
+    ``address``: where the Dify model connects: the fake server, a closed port (connect
+    refused) or a black hole (connect timeout).
     """
 
     name: str
@@ -50,11 +54,12 @@ class Row:
     single: Any
     resilient: Any
     dify_requests: tuple[int | None, int | None]
-    refused: bool = False
+    address: Literal["server", "refused", "black hole"] = "server"
 
 
 ROWS = [
-    Row("connect refused", None, APIConnectionError, RELAY, (None, None), refused=True),
+    Row("connect refused", None, APIConnectionError, RELAY, (None, None), address="refused"),
+    Row("connect timeout", None, APITimeoutError, RELAY, (None, None), address="black hole"),
     Row("read timeout before the first byte", Fault(hang=True), APITimeoutError, RELAY, (1, 1)),
     Row(
         "hang mid-stream",
@@ -105,6 +110,8 @@ ROWS = [
         (1, 1),
     ),
     Row("invalid JSON", Fault(invalid_json=True), ProtocolError, RELAY, (1, 1)),
+    Row("invalid UTF-8", Fault(invalid_utf8=True), ProtocolError, RELAY, (1, 1)),
+    Row("oversized event", Fault(oversized=4 * SIZE_CAP), ProtocolError, RELAY, (1, 1)),
 ]
 
 
@@ -117,12 +124,27 @@ def servers() -> Iterator[tuple[FakeDify, FakeRelay]]:
         yield dify, relay
 
 
+@pytest.fixture(scope="module")
+def black_hole() -> Iterator[BlackHole]:
+    with BlackHole() as hole:
+        yield hole
+
+
 async def _no_wait(_: float) -> None:
     return None
 
 
 def _dify_model(base_url: str, **kw: Any) -> ChatDify:
-    model = ChatDify(api_key=DIFY_KEY, base_url=base_url, read_timeout=0.3, timeout=DEADLINE, **kw)
+    model = ChatDify(
+        api_key=DIFY_KEY,
+        base_url=base_url,
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=0.3,
+        timeout=DEADLINE,
+        max_body_bytes=SIZE_CAP,
+        max_event_bytes=SIZE_CAP,
+        **kw,
+    )
     model._driver.sleep = lambda _: None
     model._driver.asleep = _no_wait
     return model
@@ -151,14 +173,20 @@ def _generate(server: FakeDify | FakeRelay) -> int:
 @pytest.mark.parametrize("setup", ["single", "resilient"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
-def test_fault(row: Row, mode: str, setup: str, servers: tuple[FakeDify, FakeRelay]) -> None:
+def test_fault(
+    row: Row, mode: str, setup: str, servers: tuple[FakeDify, FakeRelay], black_hole: BlackHole
+) -> None:
     dify, relay = servers
     dify.reset()
     relay.reset()
     dify.set_default(None)
     if row.fault is not None:
         dify.enqueue(row.fault)
-    dify_url = "http://127.0.0.1:9/v1" if row.refused else dify.base_url
+    dify_url = {
+        "server": dify.base_url,
+        "refused": "http://127.0.0.1:9/v1",
+        "black hole": black_hole.base_url,
+    }[row.address]
     model: Any
     if setup == "single":
         model = _dify_model(dify_url, max_retries=1)

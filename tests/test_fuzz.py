@@ -1,16 +1,18 @@
 """Property tests: the stream parsers and the error mapper on arbitrary input raise only typed
-errors — never a crash, never a hang."""
+errors — never a crash, never a hang — and the SSE parser agrees with httpx-sse's."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dify_lc.errors import DifyLCError
+from dify_lc.errors import DifyLCError, ProtocolError
 from dify_lc.protocol import dify, relay
 from dify_lc.protocol.error_mapping import error_from_response, inband_error, parse_retry_after
+from dify_lc.transport import _SSEParser
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
@@ -108,16 +110,40 @@ def test_inband_error_mapping(payload: dict[str, object]) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.binary(max_size=400))
-def test_raw_bytes_through_the_sse_decoder_and_parser(raw: bytes) -> None:
+@given(st.binary(max_size=400), st.integers(1, 50))
+def test_raw_bytes_through_the_sse_decoder_and_parser(raw: bytes, size: int) -> None:
+    feed = _SSEParser(300, lambda: ProtocolError("too large")).feed
+    state = dify.DifyStream()
+    try:
+        for i in range(0, len(raw), size):
+            for event, data in feed(raw[i : i + size]):
+                state.feed(event, data)
+    except (DifyLCError, UnicodeDecodeError):  # the transport maps the latter to ProtocolError
+        pass
+
+
+sse_text = st.lists(
+    st.sampled_from(
+        ["data: ", "data:", "event: message", "event:x", ": PING", "id: 1", "retry: 5", "x",
+         "é", "🌍", "\n", "\n", "\r\n", "\r"]
+    ),
+    max_size=40,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(sse_text, st.lists(st.integers(0, 200), max_size=8))
+def test_sse_parser_matches_httpx_sse_however_the_bytes_are_cut(text: str, cuts: list[int]) -> None:
     from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
     lines, decoder = SSELineDecoder(), SSEDecoder()
-    state = dify.DifyStream()
-    try:
-        for line in lines.decode(raw.decode("utf-8", "replace")) + lines.flush():
-            sse = decoder.decode(line)
-            if sse is not None:
-                state.feed(sse.event, sse.data)
-    except DifyLCError:
-        pass
+    reference = [
+        (sse.event, sse.data)
+        for line in lines.decode(text) + lines.flush()
+        if (sse := decoder.decode(line)) is not None
+    ] if text else []  # fmt: skip
+    raw = text.encode()
+    bounds = [0, *sorted(c for c in cuts if c < len(raw)), len(raw)]
+    feed = _SSEParser(1 << 20, lambda: ProtocolError("too large")).feed
+    got = [event for a, b in itertools.pairwise(bounds) for event in feed(raw[a:b])]
+    assert got == reference

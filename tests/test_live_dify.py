@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import aiohttp
+import httpx
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import RawTestServer
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
@@ -17,13 +22,16 @@ from dify_lc.errors import (
     APIConnectionError,
     APITimeoutError,
     ConfigurationError,
+    DifyLCError,
     InBandStreamError,
     InputError,
+    ProtocolError,
     RateLimitError,
+    ServerError,
     StreamInterruptedError,
     WorkflowRunFailedError,
 )
-from dify_lc.testing import DEFAULT_ANSWER, FakeDify, Fault
+from dify_lc.testing import DEFAULT_ANSWER, BlackHole, FakeDify, Fault
 
 KEY = "app-live-test-key-0123456789"
 
@@ -312,6 +320,25 @@ async def test_connect_refused_async() -> None:
     assert info.value.retryable
 
 
+@pytest.mark.parametrize("async_backend", ["aiohttp", "httpx"])
+def test_connect_timeout_is_a_retryable_timeout_that_sent_nothing(async_backend: str) -> None:
+    with BlackHole() as hole:
+        m = ChatDify(
+            api_key=KEY,
+            base_url=hole.base_url,
+            connect_timeout=0.2,
+            max_retries=0,
+            async_backend=async_backend,
+        )
+        for call in (lambda: m.invoke("hi"), lambda: asyncio.run(m.ainvoke("hi"))):
+            start = time.monotonic()
+            with pytest.raises(APITimeoutError, match="connect timeout") as info:
+                call()
+            assert time.monotonic() - start < 1.0  # the connect timeout, not a SYN retransmit
+            assert info.value.retryable
+            assert not info.value.request_sent
+
+
 def test_html_gateway_page(server: FakeDify) -> None:
     server.set_default(Fault.html(504))
     with pytest.raises(Exception, match="504 Gateway Time-out") as info:
@@ -510,3 +537,196 @@ async def test_async_path_uses_the_environment_proxy(
     chunks = [c.content async for c in m.astream("hi")]
     assert "".join(chunks) == DEFAULT_ANSWER
     assert generate_requests(server)[0].headers.get("host") == "dify.invalid"
+
+
+# --------------------------------------------------------------------------- size caps
+
+CAP = 64 * 1024
+
+
+def capped(m: ChatDify) -> ChatDify:
+    m._endpoint.max_event_bytes = m._endpoint.max_body_bytes = CAP
+    return m
+
+
+@pytest.mark.parametrize("async_backend", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("mode", ["streaming", "blocking"])
+def test_an_answer_over_the_cap_is_a_protocol_error(
+    server: FakeDify, mode: str, async_backend: str
+) -> None:
+    server.set_default(Fault(oversized=4 * CAP))
+    m = capped(model(server, response_mode=mode, async_backend=async_backend))
+    for call in (lambda: m.invoke("hi"), lambda: asyncio.run(m.ainvoke("hi"))):
+        with pytest.raises(ProtocolError, match=r"exceeds max_(event|body)_bytes") as info:
+            call()
+        assert info.value.allows_fallback
+        assert not info.value.retryable  # as a read timeout: Dify may have billed it
+    assert len(generate_requests(server)) == 2
+    # The same 256 KiB answer is well under the default caps (4 MiB an event, 32 MiB a body).
+    assert model(server, response_mode=mode).invoke("hi").content == DEFAULT_ANSWER
+
+
+@pytest.mark.parametrize("async_backend", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("mode", ["streaming", "blocking"])
+def test_invalid_utf8_is_a_protocol_error(server: FakeDify, mode: str, async_backend: str) -> None:
+    server.set_default(Fault(invalid_utf8=True))
+    m = model(server, response_mode=mode, async_backend=async_backend)
+    for call in (lambda: m.invoke("hi"), lambda: asyncio.run(m.ainvoke("hi"))):
+        with pytest.raises(ProtocolError, match="not valid UTF-8"):
+            call()
+    assert len(generate_requests(server)) == 2
+
+
+# (status, content type, first bytes) of a body that goes on with 1 KiB chunks of "x"
+BIG_BODIES = {
+    "stream": (200, "text/event-stream", b"data: "),
+    "blocking": (200, "application/json", b'{"answer": "'),
+    "error": (500, "application/json", b'{"message": "'),
+}
+TOTAL = 4 * 2**20  # what the server would send in all
+
+
+def _check_capped(kind: str, exc: BaseException) -> None:
+    """A body over the cap fails as it must; an error body is truncated to 64 KiB instead."""
+    if kind == "error":
+        assert isinstance(exc, ServerError)
+        assert exc.response is not None
+        assert len(exc.response.content) == 64 * 1024
+    else:
+        assert isinstance(exc, ProtocolError)
+        assert "exceeds max_event_bytes" in str(exc) or "exceeds max_body_bytes" in str(exc)
+
+
+@pytest.mark.parametrize("kind", list(BIG_BODIES))
+def test_sync_reads_stop_at_the_cap(kind: str) -> None:
+    status, content_type, first = BIG_BODIES[kind]
+    pulled: list[int] = []
+
+    def body() -> Iterator[bytes]:
+        yield first
+        for _ in range(TOTAL // 1024):
+            pulled.append(1)
+            yield b"x" * 1024
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, headers={"content-type": content_type}, content=body())
+
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    mode = "streaming" if kind == "stream" else "blocking"
+    m = capped(
+        ChatDify(
+            api_key=KEY,
+            base_url="http://127.0.0.1:1/v1",
+            http_client=client,
+            max_retries=0,
+            response_mode=mode,
+        )
+    )
+    with pytest.raises(DifyLCError) as info:
+        m.invoke("hi")
+    _check_capped(kind, info.value)
+    assert len(pulled) <= CAP // 1024 + 1  # stopped at the cap, nothing buffered past it
+    client.close()
+
+
+@pytest.mark.parametrize("kind", list(BIG_BODIES))
+async def test_async_httpx_reads_stop_at_the_cap(kind: str) -> None:
+    status, content_type, first = BIG_BODIES[kind]
+    pulled: list[int] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        for _ in range(TOTAL // 1024):
+            pulled.append(1)
+            yield b"x" * 1024
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, headers={"content-type": content_type}, content=body())
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    mode = "streaming" if kind == "stream" else "blocking"
+    m = capped(
+        ChatDify(
+            api_key=KEY,
+            base_url="http://127.0.0.1:1/v1",
+            http_async_client=client,
+            max_retries=0,
+            response_mode=mode,
+        )
+    )
+    with pytest.raises(DifyLCError) as info:
+        await m.ainvoke("hi")
+    _check_capped(kind, info.value)
+    assert len(pulled) <= CAP // 1024 + 1
+    await client.aclose()
+
+
+@pytest.mark.parametrize("kind", list(BIG_BODIES))
+async def test_aiohttp_reads_stop_at_the_cap(kind: str) -> None:
+    status, content_type, first = BIG_BODIES[kind]
+    written: list[int] = []
+    total = 64 * 2**20  # far more than loopback socket buffers hold
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        # Chunked: no Content-Length to reject up front, the cap has to count.
+        resp = web.StreamResponse(status=status, headers={"content-type": content_type})
+        await resp.prepare(request)
+        await resp.write(first)
+        chunk = b"x" * 16384
+        try:
+            for _ in range(total // len(chunk)):
+                await resp.write(chunk)
+                written.append(len(chunk))
+        except ConnectionError:
+            pass  # the client hung up at its cap
+        return resp
+
+    async with RawTestServer(handler) as srv:
+        mode = "streaming" if kind == "stream" else "blocking"
+        m = capped(
+            ChatDify(
+                api_key=KEY, base_url=str(srv.make_url("/v1")), max_retries=0, response_mode=mode
+            )
+        )
+        assert isinstance(m._endpoint._async_client(), aiohttp.ClientSession)
+        with pytest.raises(DifyLCError) as info:
+            await m.ainvoke("hi")
+        _check_capped(kind, info.value)
+        await m.aclose()
+    assert sum(written) < total // 4  # the client closed the connection instead of reading on
+
+
+def test_a_declared_length_over_the_cap_is_rejected_before_reading() -> None:
+    pulled: list[int] = []
+
+    def body() -> Iterator[bytes]:
+        pulled.append(1)
+        yield b"{}"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers = {"content-type": "application/json", "content-length": str(CAP + 1)}
+        return httpx.Response(200, headers=headers, content=body())
+
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    m = ChatDify(
+        api_key=KEY,
+        base_url="http://127.0.0.1:1/v1",
+        http_client=client,
+        max_retries=0,
+        response_mode="blocking",
+    )
+    m._endpoint.max_body_bytes = CAP
+    with pytest.raises(ProtocolError, match="max_body_bytes") as info:
+        m.invoke("hi")
+    assert info.value.status == 200
+    assert not pulled
+    client.close()
+
+
+def test_caps_default_to_32_mib_a_body_and_4_mib_an_event(server: FakeDify) -> None:
+    endpoint: Any = model(server)._endpoint
+    assert (endpoint.max_body_bytes, endpoint.max_event_bytes) == (32 * 2**20, 4 * 2**20)
+    endpoint = model(server, max_body_bytes=1000, max_event_bytes=100)._endpoint
+    assert (endpoint.max_body_bytes, endpoint.max_event_bytes) == (1000, 100)
+    with pytest.raises(ConfigurationError, match="max_event_bytes"):
+        model(server, max_event_bytes=0)

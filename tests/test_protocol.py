@@ -1,4 +1,4 @@
-"""Sans-I/O parsers and error mapping, fed with the exact bytes real servers send."""
+"""Sans-I/O parsers (the SSE parser included) and error mapping, fed with real servers' bytes."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from dify_lc.errors import (
 from dify_lc.protocol import dify, relay
 from dify_lc.protocol.error_mapping import error_from_response, parse_retry_after
 from dify_lc.protocol.events import AnswerReplaced, NodeEvent, StreamEnd, TextDelta
+from dify_lc.transport import _SSEParser
 
 ENV = '"conversation_id": "c1", "message_id": "m1", "created_at": 1, "task_id": "t1", "id": "m1"'
 
@@ -380,3 +381,59 @@ def test_x_should_retry_overrides_the_status_rule() -> None:
 def test_retry_after_forms(headers: dict[str, str], expected: float | None) -> None:
     now = 1795622400.0  # Wed, 25 Nov 2026 16:00:00 GMT
     assert parse_retry_after(headers, now=now) == expected
+
+
+# --------------------------------------------------------------------------- the SSE parser
+
+
+def _parse(*chunks: bytes, limit: int = 1 << 20) -> list[tuple[str, str]]:
+    parser = _SSEParser(limit, lambda: ProtocolError("too large"))
+    return [event for chunk in chunks for event in parser.feed(chunk)]
+
+
+def test_sse_lines_end_on_lf_crlf_or_cr_even_across_chunks() -> None:
+    body = b"event: a\ndata: 1\n\nevent: b\r\ndata: 2\r\n\r\ndata: 3\r\rdata: 4\n\n"
+    expected = [("a", "1"), ("b", "2"), ("message", "3"), ("message", "4")]
+    assert _parse(body) == expected
+    assert _parse(*(body[i : i + 1] for i in range(len(body)))) == expected  # byte by byte
+    # A CRLF cut in two by a chunk boundary is one line end.
+    assert _parse(b"data: 1\r", b"\n\r", b"\n") == [("message", "1")]
+
+
+def test_sse_multibyte_character_split_by_a_chunk_boundary() -> None:
+    body = 'data: {"answer": "ü 🌍"}\n\n'.encode()
+    cut = body.index("🌍".encode()) + 2
+    assert _parse(body[:cut], body[cut:]) == [("message", '{"answer": "ü 🌍"}')]
+
+
+def test_sse_comments_multiline_data_and_an_unfinished_event() -> None:
+    body = b": PING\n\ndata: a\ndata: b\n\ndata: cut off"
+    assert _parse(body) == [("message", "a\nb")]  # the event the body ends in is dropped
+
+
+def test_sse_invalid_utf8_raises() -> None:
+    with pytest.raises(UnicodeDecodeError):
+        _parse(b'data: {"answer": "\xff\xfe"}\n\n')
+
+
+def test_sse_event_cap_counts_every_line_of_the_event() -> None:
+    line = b"data: " + b"x" * 40 + b"\n"  # 47 bytes
+    assert _parse(line * 2 + b"\n", limit=100) == [("message", "x" * 40 + "\n" + "x" * 40)]
+    assert len(_parse((line * 2 + b"\n") * 5, limit=100)) == 5  # the cap is per event
+    with pytest.raises(ProtocolError):
+        _parse(line * 3 + b"\n", limit=100)
+
+
+def test_sse_event_cap_trips_on_the_line_still_arriving() -> None:
+    parser = _SSEParser(100, lambda: ProtocolError("too large"))
+    assert list(parser.feed(b"data: " + b"x" * 90)) == []
+    with pytest.raises(ProtocolError):
+        list(parser.feed(b"x" * 10))  # no newline yet: raised before the rest arrives
+
+
+def test_sse_events_before_the_error_come_out_first() -> None:
+    parser = _SSEParser(100, lambda: ProtocolError("too large"))
+    events = parser.feed(b"data: ok\n\ndata: " + b"x" * 200)
+    assert next(events) == ("message", "ok")
+    with pytest.raises(ProtocolError):
+        next(events)

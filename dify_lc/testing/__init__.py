@@ -12,16 +12,19 @@ the recordings of a real Dify 0.15.3 and a real LiteLLM 1.106 proxy (see PROTOCO
         dify.enqueue(Fault.rate_limited(), Fault(inband_error_after=2))
         dify.set_default(Fault(first_token_delay=0.5))
         ...
-        dify.requests            # [RecordedRequest(method, path, query, json, headers, body)]
+        dify.requests            # [RecordedRequest(method, path, ..., received_at)]
         dify.stops               # [(path, task_id, user)]
 
     async with FakeRelay(api_key="sk-test", model="gpt-4o") as relay:
         ...
 
+`BlackHole()` is an address whose TCP connect never completes (connect timeouts, Linux).
+
 `python -m dify_lc.testing dify|relay --port 0` serves one from the command line and prints
 `READY <base_url>` once it accepts connections.
 """
 
+from ._blackhole import BlackHole
 from ._chaos import Chaos, LogNormal
 from ._dify import DEFAULT_ANSWER, DifyMode, FakeDify
 from ._endpoint import Target, endpoint_or_fake
@@ -31,6 +34,7 @@ from ._server import FakeServer, RecordedRequest
 
 __all__ = [
     "DEFAULT_ANSWER",
+    "BlackHole",
     "Chaos",
     "DifyMode",
     "FakeDify",

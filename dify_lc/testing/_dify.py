@@ -49,7 +49,7 @@ from aiohttp import web
 
 from ._faults import Fault
 from ._server import FakeServer, _abort, merge_headers, parse_json
-from ._stream import StopFlag, StreamPlan, Timing, drive
+from ._stream import StopFlag, StreamPlan, Timing, drive, spoil_body
 
 __all__ = ["DEFAULT_ANSWER", "DifyMode", "FakeDify"]
 
@@ -643,6 +643,7 @@ class FakeDify(FakeServer):
             obj["created_at"] = run.created_at
             self._finish_message(run, answer)
         body = _dumps(obj).encode()  # no trailing newline on generate responses
+        body = spoil_body(body, fault)
         if fault is not None and fault.invalid_json:
             body = body[: len(body) // 2]
         if fault is not None and fault.reset_after:

@@ -11,10 +11,11 @@ Phases, in the order a server applies them:
    `reset_after=0` (abort the TCP connection with no response) and `status` (an HTTP error).
 2. Generation, on a valid request: `first_token_delay`, `chunk_delay`, `pings`, and the
    mid-stream faults `inband_error_after`, `truncate_after`, `reset_after` (N >= 1),
-   `invalid_json`, `workflow_failed` and `tool_call`.
+   `invalid_json`, `invalid_utf8`, `oversized`, `workflow_failed` and `tool_call`.
 
 Blocking requests honour `delay`, `hang`, `status`, `reset_after` (0: reset before any byte;
 N >= 1: headers and a partial body, then a reset), `invalid_json` (a truncated body),
+`invalid_utf8` and `oversized` (the whole body spoiled like the first event of a stream),
 `inband_error_after` (Dify: HTTP 400 `completion_request_error` like the real server; relay:
 HTTP 429 `throttling_error`), `workflow_failed`, and the timing fields: a blocking answer is
 sent after `first_token_delay + chunk_delay * (chunks - 1)`, as long as the stream would take.
@@ -75,6 +76,10 @@ class Fault:
         workflow_failed: Dify workflow apps: HTTP 200 with `status: "failed"`, `error: "boom"`
             (advanced-chat streams also get the `error` event; blocking gets HTTP 400).
         invalid_json: send a body / the first SSE `data:` payload as truncated, invalid JSON.
+        invalid_utf8: put the bytes `0xFF 0xFE` (never valid UTF-8) in a string of the body / of
+            the first SSE `data:` payload (an extra `"invalid"` field; the JSON stays valid).
+        oversized: pad the body / the first SSE event to this many bytes with an extra
+            `"padding"` field (the JSON stays valid: only a client-side size cap rejects it).
         tool_call: relay only: answer with a call to the first tool even without the trigger
             word "tool" in the last user message.
     """
@@ -93,6 +98,8 @@ class Fault:
     reset_after: int | None = None
     workflow_failed: bool = False
     invalid_json: bool = False
+    invalid_utf8: bool = False
+    oversized: int | None = None
     tool_call: bool = False
 
     @classmethod

@@ -45,7 +45,7 @@ from aiohttp import web
 from ._dify import DEFAULT_ANSWER
 from ._faults import Fault
 from ._server import FakeServer, _abort, merge_headers, parse_json
-from ._stream import StreamPlan, Timing, drive
+from ._stream import StreamPlan, Timing, drive, spoil_body
 
 __all__ = ["FakeRelay"]
 
@@ -391,6 +391,7 @@ class FakeRelay(FakeServer):
         body = _compact(obj).encode()
         cost = prompt_tokens * _INPUT_PRICE + completion_tokens * _OUTPUT_PRICE
         headers = {**_JSON_HEADERS, **self._headers(model, call_id, cost)}
+        body = spoil_body(body, fault)
         if fault is not None and fault.invalid_json:
             body = body[: len(body) // 2]
         if fault is not None and fault.reset_after:

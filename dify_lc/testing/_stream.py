@@ -2,7 +2,9 @@
 
 A server describes one stream as a `StreamPlan` of ready-made frames (str, already in the
 server's exact wire format) and `drive()` writes them. Frames are buffered and flushed only
-before a real wait and at the end, so a stream without delays costs one socket write.
+before a real wait and at the end, so a stream without delays costs one socket write. Frames
+are encoded with `surrogateescape`, so a lone surrogate U+DC80..U+DCFF goes out as the raw byte
+0x80..0xFF (how `Fault(invalid_utf8=True)` sends bytes that are not UTF-8).
 """
 
 from __future__ import annotations
@@ -16,9 +18,34 @@ from aiohttp import web
 from ._faults import Fault
 from ._server import _abort
 
-__all__ = ["PING", "StopFlag", "StreamPlan", "Timing", "drive"]
+__all__ = ["PING", "StopFlag", "StreamPlan", "Timing", "drive", "spoil", "spoil_body"]
 
 PING = "event: ping\n\n"
+# 0xFF 0xFE as surrogate escapes: bytes that never occur in UTF-8.
+_INVALID_UTF8 = "\udcff\udcfe"
+
+
+def spoil(payload: str, fault: Fault | None) -> str:
+    """`payload` (a JSON object, alone or as an SSE frame) as `fault.invalid_utf8` and
+    `fault.oversized` send it: extra fields before its last `}`, so the JSON stays valid."""
+    if fault is None or not (fault.invalid_utf8 or fault.oversized):
+        return payload
+    at = payload.rfind("}")
+    if at < 0:  # not a JSON object (`data: [DONE]`): before the line end
+        at = len(payload.rstrip("\n"))
+    extra = ', "invalid": "' + _INVALID_UTF8 + '"' if fault.invalid_utf8 else ""
+    if fault.oversized:
+        size = len(payload.encode("utf-8", "surrogateescape")) + len(extra)
+        pad = fault.oversized - size - len(', "padding": ""')
+        extra += ', "padding": "' + "x" * max(pad, 0) + '"'
+    return payload[:at] + extra + payload[at:]
+
+
+def spoil_body(body: bytes, fault: Fault | None) -> bytes:
+    """:func:`spoil` for a blocking response body."""
+    if fault is None or not (fault.invalid_utf8 or fault.oversized):
+        return body
+    return spoil(body.decode(), fault).encode("utf-8", "surrogateescape")
 
 
 @dataclass(slots=True)
@@ -100,7 +127,7 @@ class _Writer:
 
     async def flush(self) -> None:
         if self._buf:
-            data = "".join(self._buf).encode()
+            data = "".join(self._buf).encode("utf-8", "surrogateescape")
             self._buf.clear()
             await self._resp.write(data)
 
@@ -191,7 +218,10 @@ async def drive(
             for frame in plan.finish(n, False):
                 out.emit(frame)
             break
-        out.emit(plan.invalid if invalid and sent == 0 else plan.content[sent])
+        if sent == 0:
+            out.emit(spoil(plan.invalid if invalid else plan.content[0], fault))
+        else:
+            out.emit(plan.content[sent])
         sent += 1
         if sent < n:
             await out.wait(timing.chunk_delay)

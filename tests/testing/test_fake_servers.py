@@ -639,6 +639,52 @@ def test_invalid_json_fault(dify: FakeDify) -> None:
         json.loads(first[6:])
 
 
+def _first_frame(stream: bytes) -> bytes:
+    """The first `data:` event of a stream body, blank line included."""
+    end = stream.index(b"\n\n") + 2
+    assert stream.startswith(b"data: ")
+    return stream[:end]
+
+
+def _spoiled(payload: bytes) -> dict[str, Any]:
+    """A payload with the invalid-UTF-8 fault: not UTF-8, yet JSON once the bytes are replaced."""
+    assert b'"invalid": "\xff\xfe"' in payload
+    with pytest.raises(UnicodeDecodeError):
+        payload.decode()
+    obj: dict[str, Any] = json.loads(payload.decode("utf-8", "replace"))
+    return obj
+
+
+def test_invalid_utf8_fault(dify: FakeDify) -> None:
+    dify.enqueue(Fault(invalid_utf8=True), Fault(invalid_utf8=True))
+    with dify_client(dify) as client:
+        blocking = client.post("/chat-messages", json=chat())
+        stream = client.post("/chat-messages", json=chat(mode="streaming")).content
+    assert blocking.status_code == 200
+    assert int(blocking.headers["content-length"]) == len(blocking.content)
+    assert _spoiled(blocking.content)["answer"] == DEFAULT_ANSWER
+    first = _first_frame(stream)
+    assert _spoiled(first[6:])["event"] == "message"
+    rest = events(stream[len(first) :])  # the rest of the stream is intact
+    assert rest[-1]["event"] == "message_end"
+
+
+def test_oversized_fault(dify: FakeDify) -> None:
+    size = 100_000
+    dify.enqueue(Fault(oversized=size), Fault(oversized=size))
+    with dify_client(dify) as client:
+        blocking = client.post("/chat-messages", json=chat()).content
+        stream = client.post("/chat-messages", json=chat(mode="streaming")).content
+    assert len(blocking) == size
+    assert json.loads(blocking)["answer"] == DEFAULT_ANSWER  # valid JSON, just large
+    first = _first_frame(stream)
+    assert len(first) == size  # the whole event, `data: ` and the blank line included
+    assert first.count(b"\n") == 2  # one line
+    got = events(stream)
+    assert got[0]["padding"] == "x" * len(got[0]["padding"])
+    assert "".join(e.get("answer", "") for e in got) == DEFAULT_ANSWER
+
+
 def test_hang_times_out_the_client_and_does_not_block_shutdown() -> None:
     dify = FakeDify(api_key=DIFY_KEY).start()
     errors: list[BaseException] = []
@@ -864,6 +910,29 @@ def test_relay_stream_faults(relay: FakeRelay) -> None:
         b'{"error":{"message":"litellm.InternalServerError: Internal Server Error",'
         b'"type":"internal_server_error","param":null,"code":"500"}}'
     )
+
+
+def test_relay_invalid_utf8_and_oversized_faults(relay: FakeRelay) -> None:
+    stream = {**SAY_HI, "stream": True}
+    size = 100_000
+    relay.enqueue(
+        Fault(invalid_utf8=True), Fault(invalid_utf8=True), Fault(oversized=size),
+        Fault(oversized=size),
+    )  # fmt: skip
+    with relay_client(relay) as client:
+        bad_blocking = client.post("/chat/completions", json=SAY_HI).content
+        bad_stream = client.post("/chat/completions", json=stream).content
+        big_blocking = client.post("/chat/completions", json=SAY_HI).content
+        big_stream = client.post("/chat/completions", json=stream).content
+    assert _spoiled(bad_blocking)["choices"][0]["message"]["content"] == DEFAULT_ANSWER
+    first = _first_frame(bad_stream)
+    assert _spoiled(first[6:])["choices"][0]["delta"]["role"] == "assistant"
+    assert bad_stream.endswith(b"data: [DONE]\n\n")
+    assert len(big_blocking) == size
+    assert json.loads(big_blocking)["choices"][0]["message"]["content"] == DEFAULT_ANSWER
+    first = _first_frame(big_stream)
+    assert len(first) == size
+    assert json.loads(first[6:])["choices"][0]["delta"]["role"] == "assistant"
 
 
 def test_relay_pings_are_sse_comments(relay: FakeRelay) -> None:
