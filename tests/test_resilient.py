@@ -21,6 +21,7 @@ from dify_lc import (
     AllRoutesFailedError,
     Breaker,
     BreakerPolicy,
+    ChatRelay,
     ResilientChatModel,
     ResilientRunnable,
     RetryPolicy,
@@ -698,3 +699,15 @@ def test_an_unproven_route_held_back_by_slow_start_is_still_tried_when_nothing_e
     assert held is not None
     # relay first (canary) is held back by slow start, official is open: the relay is tried anyway
     assert model.invoke("hi", user="u").content == "relay"
+
+
+def test_langsmith_params_name_the_primary_model_without_probing_attributes() -> None:
+    primary = ChatRelay(model="gpt-4o", api_key="sk-fake-key", base_url="http://127.0.0.1:9/v1")
+    model = ResilientChatModel(primary)
+    params = model._get_ls_params(stop=["END"])
+    assert params == {
+        "ls_provider": "dify-lc",
+        "ls_model_type": "chat",
+        "ls_model_name": "gpt-4o",
+        "ls_stop": ["END"],
+    }

@@ -395,3 +395,16 @@ def test_resilient_end_to_end_with_shared_breaker(redis_url: str) -> None:
         for _ in range(5):
             b.invoke("hi")
         assert len(dify.requests) == seen  # B never called the open backend
+
+
+def test_a_redis_password_never_reaches_the_log(events: io.StringIO) -> None:
+    password = "fake-redis-password-8d1c"
+    limiter = RedisRateLimiter(
+        f"redis://:{password}@127.0.0.1:9/0", requests_per_second=3, key="secret"
+    )
+    limiter.acquire(blocking=False)
+    breaker = _breaker(f"redis://user:{password}@127.0.0.1:9/0")
+    _trip(breaker)
+    assert _events(events, "redis.unavailable")
+    assert password not in events.getvalue()
+    assert password not in repr(limiter) + repr(breaker)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from langchain_core.messages import BaseMessage
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict
 
 from dify_lc.chat_models._configurable import ConfigurableChatModel
@@ -31,6 +33,39 @@ class HTTPChatModel(HTTPSettings, ConfigurableChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"base_url": self.base_url, "backend": self.backend}
+
+    # The answer as a message: what LangChain's _generate wraps, and what the resilient layer
+    # calls directly (it wraps the message itself, so one ChatResult per call, not two).
+    def _answer(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> AIMessage:
+        raise NotImplementedError
+
+    async def _aanswer(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> AIMessage:
+        raise NotImplementedError
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return ChatResult(
+            generations=[ChatGeneration(message=self._answer(messages, stop, kwargs))]
+        )
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        message = await self._aanswer(messages, stop, kwargs)
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
 
 def last_message_text(message: BaseMessage) -> str:

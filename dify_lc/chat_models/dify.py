@@ -13,7 +13,7 @@ from langchain_core.messages import (
     HumanMessage,
     get_buffer_string,
 )
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import AliasChoices, Field, SecretStr
 
@@ -222,7 +222,7 @@ class ChatDify(HTTPChatModel):
             metadata.update(extra)
         return metadata
 
-    def _result_from_body(self, call: Call, data: Any) -> ChatResult:
+    def _result_from_body(self, call: Call, data: Any) -> AIMessage:
         answer = proto.parse_chat_answer(data, backend=self.backend)
         metadata = self._metadata(
             call,
@@ -232,13 +232,12 @@ class ChatDify(HTTPChatModel):
             usage=answer.usage,
             extra={"mode": answer.mode} if answer.mode else None,
         )
-        message = AIMessage(
+        return AIMessage(
             content=answer.answer,
             response_metadata=metadata,
             usage_metadata=answer.usage.to_metadata() if answer.usage else None,
             id=answer.message_id,
         )
-        return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _end_metadata(self, call: Call, end: StreamEnd | None) -> dict[str, Any]:
         state = call.state
@@ -251,26 +250,21 @@ class ChatDify(HTTPChatModel):
             usage=end.usage if end else None,
         )
 
-    def _result_from_stream(self, call: Call, end: StreamEnd | None) -> ChatResult:
+    def _result_from_stream(self, call: Call, end: StreamEnd | None) -> AIMessage:
         state = call.state
         assert isinstance(state, proto.DifyStream)
-        message = AIMessage(
+        return AIMessage(
             content=state.text,
             response_metadata=self._end_metadata(call, end),
             usage_metadata=end.usage.to_metadata() if end and end.usage else None,
             id=state.message_id,
         )
-        return ChatResult(generations=[ChatGeneration(message=message)])
 
     # ------------------------------------------------------------------ LangChain hooks
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    def _answer(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> AIMessage:
         call = self._prepare(messages, kwargs, stream=False)
         if not call.streaming:
             return self._result_from_body(call, self._driver.blocking(call))
@@ -280,13 +274,9 @@ class ChatDify(HTTPChatModel):
                 end = out
         return self._result_from_stream(call, end)
 
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    async def _aanswer(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> AIMessage:
         call = self._prepare(messages, kwargs, stream=False)
         if not call.streaming:
             return self._result_from_body(call, await self._driver.ablocking(call))

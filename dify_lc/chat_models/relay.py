@@ -24,7 +24,7 @@ from langchain_core.output_parsers.openai_tools import (
     make_invalid_tool_call,
     parse_tool_call,
 )
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils import from_env, secret_from_env
@@ -219,7 +219,7 @@ class ChatRelay(HTTPChatModel):
             metadata.update(extra)
         return metadata
 
-    def _result_from_body(self, call: Call, data: Any) -> ChatResult:
+    def _result_from_body(self, call: Call, data: Any) -> AIMessage:
         answer = proto.parse_chat_completion(data, backend=self.backend)
         tool_calls, invalid = [], []
         for raw in answer.tool_calls:
@@ -236,7 +236,7 @@ class ChatRelay(HTTPChatModel):
         additional: dict[str, Any] = {}
         if answer.refusal:
             additional["refusal"] = answer.refusal
-        message = AIMessage(
+        return AIMessage(
             content=answer.content,
             tool_calls=tool_calls,
             invalid_tool_calls=invalid,
@@ -251,7 +251,6 @@ class ChatRelay(HTTPChatModel):
             usage_metadata=answer.usage.to_metadata() if answer.usage else None,
             id=answer.id,
         )
-        return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _end_chunk(self, call: Call) -> ChatGenerationChunk:
         state = call.state
@@ -286,23 +285,15 @@ class ChatRelay(HTTPChatModel):
 
     # ------------------------------------------------------------------ LangChain hooks
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    def _answer(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> AIMessage:
         call = self._prepare(messages, stop, kwargs, stream=False)
         return self._result_from_body(call, self._driver.blocking(call))
 
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
+    async def _aanswer(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> AIMessage:
         call = self._prepare(messages, stop, kwargs, stream=False)
         return self._result_from_body(call, await self._driver.ablocking(call))
 

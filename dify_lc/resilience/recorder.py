@@ -14,7 +14,7 @@ from dify_lc.resilience.plan import FallbackPlan, Outcome
 __all__ = ["Recorder"]
 
 
-def _model_name(runnable: Any) -> str | None:
+def model_name_of(runnable: Any) -> str | None:
     for attr in ("model", "model_name"):
         value = getattr(runnable, attr, None)
         if isinstance(value, str):
@@ -79,7 +79,7 @@ class Recorder:
             "request_id": plan.request_id,
             "route": route.name,
             "backend": backend,
-            "model": _model_name(route.runnable),
+            "model": model_name_of(route.runnable),
             "attempt": outcome.attempt,
             "outcome": outcome.kind,
             "latency_ms": round(latency_ms, 3),

@@ -28,6 +28,7 @@ import pybreaker
 
 from dify_lc.errors import ConfigurationError
 from dify_lc.observability.log import emit
+from dify_lc.observability.redaction import register_secret
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -80,6 +81,9 @@ def connect(url: str, *, timeout: float = 0.25) -> Redis:
         raise ConfigurationError(
             "shared state needs the redis client: pip install 'dify-lc[redis]'"
         ) from None
+    from urllib.parse import urlsplit
+
+    register_secret(urlsplit(url).password)  # never shown in an event or error text
     return redis.Redis.from_url(
         url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
     )
