@@ -408,3 +408,9 @@ def test_a_redis_password_never_reaches_the_log(events: io.StringIO) -> None:
     assert _events(events, "redis.unavailable")
     assert password not in events.getvalue()
     assert password not in repr(limiter) + repr(breaker)
+
+
+def test_redis_outage_is_a_warning(events: io.StringIO) -> None:
+    _trip(_breaker("redis://127.0.0.1:9/0"))
+    (down,) = _events(events, "redis.unavailable")
+    assert down["level"] == "warning"

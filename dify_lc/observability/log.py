@@ -26,14 +26,14 @@ def enabled() -> bool:
     return EVENTS_LOGGER.isEnabledFor(logging.INFO)
 
 
-def emit(event: str, fields: dict[str, Any]) -> None:
+def emit(event: str, fields: dict[str, Any], level: int = logging.INFO) -> None:
     """Write one event (``llm.attempt``, ``llm.call``, ``breaker.state``) with its fields."""
     logger = EVENTS_LOGGER
-    if logger.isEnabledFor(logging.INFO):
+    if logger.isEnabledFor(level):
         # makeRecord + handle instead of .info(): skips the caller lookup (a stack walk), which
         # was a fifth of an event's cost and means nothing here (the caller is always this).
         record = logger.makeRecord(
-            logger.name, logging.INFO, __file__, 0, event, (), None, extra={"dify_lc": fields}
+            logger.name, level, __file__, 0, event, (), None, extra={"dify_lc": fields}
         )
         logger.handle(record)
 

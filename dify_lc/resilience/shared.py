@@ -19,6 +19,7 @@ backend, so plain pybreaker processes interoperate) with three changes a hot pat
 from __future__ import annotations
 
 import functools
+import logging
 import secrets
 import time
 from datetime import UTC, datetime
@@ -126,6 +127,7 @@ class RedisHealth:
                     "serving_on": self._serving_on,
                     "retry_in_s": self._retry_interval,
                 },
+                logging.WARNING,
             )
 
     def ok(self) -> None:
