@@ -8,6 +8,7 @@ text was duplicated, and that the call ended within its deadline.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,6 +80,13 @@ ROWS = [
     Row("401", Fault(status=401), AuthenticationError, RELAY, (1, 1)),
     Row("404", Fault(status=404), NotFoundError, NotFoundError, (1, 1)),
     Row("429 retry-after", Fault.rate_limited("0.01"), DIFY, DIFY, (2, 2)),
+    Row(
+        "429 retry-after HTTP-date",
+        Fault.rate_limited(email.utils.formatdate(time.time() + 1, usegmt=True)),
+        DIFY,
+        DIFY,
+        (2, 2),
+    ),
     Row(
         "429 retry-after-ms", Fault.rate_limited("10", header="retry-after-ms"), DIFY, DIFY, (2, 2)
     ),
