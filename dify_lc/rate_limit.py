@@ -9,9 +9,9 @@ local limiter (logged once) while Redis is unreachable, so calls keep flowing.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.rate_limiters import BaseRateLimiter
@@ -26,13 +26,16 @@ __all__ = ["RedisRateLimiter"]
 
 
 def _item(requests_per_second: float) -> Any:
-    """``limits`` counts whole requests per whole seconds: 2.5/s becomes 5 per 2 s."""
+    """The budget in ``limits``' terms: whole requests per whole seconds, never above the rate
+    and never a burst larger than one second's worth (9.9/s is 9 per second, not 99 per 10 s;
+    0.4/s is one per 3 s)."""
     from limits import RateLimitItemPerSecond
 
     if not requests_per_second > 0:
         raise ConfigurationError("requests_per_second must be positive")
-    rate = Fraction(requests_per_second).limit_denominator(3600)
-    return RateLimitItemPerSecond(rate.numerator, rate.denominator)
+    if requests_per_second >= 1:
+        return RateLimitItemPerSecond(math.floor(requests_per_second), 1)
+    return RateLimitItemPerSecond(1, math.ceil(1 / requests_per_second))
 
 
 class RedisRateLimiter(BaseRateLimiter):
@@ -40,7 +43,8 @@ class RedisRateLimiter(BaseRateLimiter):
 
     Args:
         redis: a ``redis.Redis`` client or a URL (keep a password in the environment).
-        requests_per_second: the shared budget (fractions allowed: 0.5 = one call per 2 s).
+        requests_per_second: the shared budget, counted in whole requests per whole seconds
+            and rounded down (9.9 → 9 per second; 0.4 → one per 3 s).
         key: names the budget; processes with the same key share it.
         max_wait: seconds ``acquire(blocking=True)`` waits at most between two tries.
         fallback_rate: the per-process rate used while Redis is unreachable (default: the

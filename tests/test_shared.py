@@ -29,7 +29,7 @@ from dify_lc import (
     from_config,
     shared_breaker,
 )
-from dify_lc.errors import ConfigurationError, ServerError
+from dify_lc.errors import BadRequestError, ConfigurationError, ServerError
 from dify_lc.resilience.breaker import Breaker
 from dify_lc.resilience.shared import SharedStorage, claim_probe
 from dify_lc.testing import FakeDify, FakeRelay, Fault
@@ -178,7 +178,7 @@ def test_probe_limit_counts_across_holders(redis_url: str) -> None:
     assert sum(p is not None for p in permits) == 2
 
 
-def test_a_released_probe_can_be_claimed_again_a_failed_one_cannot(redis_url: str) -> None:
+def test_a_released_probe_can_be_claimed_again(redis_url: str) -> None:
     a, b = _breaker(redis_url), _breaker(redis_url)
     _trip(a)
     time.sleep(1.1)
@@ -186,12 +186,83 @@ def test_a_released_probe_can_be_claimed_again_a_failed_one_cannot(redis_url: st
     assert permit is not None
     assert b.admit() is None
     a.release(permit)  # cancelled: no outcome, the slot is free again
-    second = b.admit()
-    assert second is not None
-    b.failure(second, FAILURE, 0.01)  # the probe failed: open again, for a new period
+    assert b.admit() is not None
+
+
+def test_a_failed_probe_reopens_for_a_new_period_with_its_own_cooldown(redis_url: str) -> None:
+    a, b = _breaker(redis_url), _breaker(redis_url)
+    _trip(a)
+    time.sleep(1.1)
+    probe = b.admit()
+    assert probe is not None
+    period = probe.period
+    b.failure(probe, FAILURE, 0.01)
     time.sleep(0.15)
     assert a.state == "open"
+    assert a.admit() is None  # the cooldown starts again: nobody probes at once
+    assert b.admit() is None
+    time.sleep(1.0)
+    again = a.admit()
+    assert again is not None
+    assert again.period == period + 1  # a new period, with its own probe slot
+
+
+def test_a_slow_probe_keeps_its_claim_past_reset_timeout(redis_url: str) -> None:
+    a, b = _breaker(redis_url), _breaker(redis_url)
+    _trip(a)
+    time.sleep(1.1)
+    probe = a.admit(probe_ttl=10.0)  # the call may take up to 10 s
+    assert probe is not None
+    time.sleep(1.2)  # longer than reset_timeout: the probe is still running
+    assert b.admit() is None
     assert a.admit() is None
+    a.success(probe, 2.3)
+    time.sleep(0.15)
+    assert b.state == "closed"
+
+
+def test_a_late_failure_reopens_and_the_running_probe_cannot_close_it(redis_url: str) -> None:
+    a, b, c = _breaker(redis_url), _breaker(redis_url), _breaker(redis_url)
+    admitted_early = [a.admit(last=True) for _ in range(3)]  # in flight before the trip
+    _trip(b)
+    time.sleep(1.1)
+    probe = c.admit()
+    assert probe is not None
+    for permit in admitted_early:  # calls admitted before the trip fail late, mid-probe
+        assert permit is not None
+        a.failure(permit, FAILURE, 3.0)
+    time.sleep(0.15)
+    assert b.state == "open"
+    assert b.admit() is None  # re-opened: a new cooldown, no second probe meanwhile
+    c.success(probe, 1.2)  # the old period's probe succeeds...
+    time.sleep(0.15)
+    assert b.state == "open"  # ...but the breaker re-opened since: it stays open
+
+
+def test_a_stale_read_never_undoes_a_local_write(redis_url: str) -> None:
+    breaker = _breaker(redis_url)
+    storage = breaker.circuit._state_storage
+    assert isinstance(storage, SharedStorage)
+    real_mget = storage._redis.mget
+
+    def racing_mget(*args: Any, **kwargs: Any) -> Any:
+        values = real_mget(*args, **kwargs)  # read "closed"...
+        _trip(breaker)  # ...while another thread opens the breaker
+        return values
+
+    storage._redis.mget = racing_mget  # type: ignore[method-assign]
+    storage.sync()
+    storage._redis.mget = real_mget  # type: ignore[method-assign]
+    assert storage._local.state == "open"
+
+
+def test_opened_at_has_millisecond_precision(redis_url: str) -> None:
+    a, b = _breaker(redis_url), _breaker(redis_url)
+    while time.time() % 1 < 0.85:  # trip late in a second...
+        time.sleep(0.01)
+    _trip(a)
+    time.sleep(0.3)  # ...so whole seconds would say reset_timeout (1 s) had passed
+    assert b.state == "open"
     assert b.admit() is None
 
 
@@ -236,21 +307,55 @@ def test_redis_going_away_and_coming_back(
     redis_server.stop()
     try:
         time.sleep(0.15)
-        start = time.monotonic()
         for _ in range(100):
             permit = breaker.admit()
             assert permit is not None
             breaker.success(permit, 0.001)
-        assert time.monotonic() - start < 0.5  # no per-call reconnect cost while down
         _trip(breaker)
         assert breaker.state == "open"  # opens on local state
         assert len(_events(events, "redis.unavailable")) == 1
     finally:
-        redis_server.start()
+        redis_server.start()  # empty: the shared state is gone
     time.sleep(0.3)
-    assert breaker.state in ("closed", "open")
-    breaker.circuit._state_storage.sync()
+    assert breaker.state == "open"  # the local "open" is published, not dropped
+    other = _breaker(redis_url)
+    assert other.state == "open"
+    assert other.admit() is None  # with its open time: the cooldown holds for everyone
     assert _events(events, "redis.recovered")
+
+
+def test_an_open_decided_during_an_outage_wins_over_an_older_shared_state(
+    redis_url: str,
+) -> None:
+    a, b = _breaker(redis_url, retry_interval=0.3), _breaker(redis_url)
+    assert a.state == "closed"
+    client = redis.Redis.from_url(redis_url)
+    client.execute_command("CLIENT", "PAUSE", 800, "ALL")  # Redis stops answering, keeps data
+    time.sleep(0.15)
+    _trip(a)  # the backend failed meanwhile: A opens on its own
+    assert a.state == "open"
+    time.sleep(1.0)  # Redis answers again
+    assert a.state == "open"  # not silently closed by Redis's older "closed"
+    time.sleep(0.15)
+    assert b.state == "open"  # and every process learns it
+    client.close()
+
+
+def test_a_hung_redis_costs_one_timeout_per_retry_interval(redis_url: str) -> None:
+    breaker = _breaker(redis_url, retry_interval=5.0)
+    assert breaker.state == "closed"
+    client = redis.Redis.from_url(redis_url)
+    client.execute_command("CLIENT", "PAUSE", 2000, "ALL")
+    time.sleep(0.15)
+    start = time.monotonic()
+    for _ in range(200):
+        permit = breaker.admit()
+        assert permit is not None
+        breaker.failure(permit, BadRequestError("bad input"), 0.001)  # not counted: no write
+        breaker.release(permit)
+    # One 0.25 s socket timeout, then local state until retry_interval: not 200 of them.
+    assert time.monotonic() - start < 0.6
+    client.close()
 
 
 # ---------------------------------------------------------------------- wiring
@@ -341,6 +446,33 @@ def test_rate_limiter_fractional_rate(redis_url: str) -> None:
     limiter = RedisRateLimiter(redis_url, requests_per_second=0.5, key="slow")
     assert limiter.acquire(blocking=False)
     assert not limiter.acquire(blocking=False)  # one per two seconds
+
+
+@pytest.mark.parametrize(("rate", "at_once"), [(9.9, 9), (2.5, 2), (1.001, 1), (0.4, 1)])
+def test_rate_limiter_never_bursts_past_one_seconds_worth(
+    redis_url: str, rate: float, at_once: int
+) -> None:
+    limiter = RedisRateLimiter(redis_url, requests_per_second=rate, key=f"burst-{rate}")
+    taken = sum(limiter.acquire(blocking=False) for _ in range(200))
+    assert taken == at_once
+
+
+def test_rate_limiter_waits_without_spinning(redis_url: str) -> None:
+    limiter = RedisRateLimiter(redis_url, requests_per_second=1, key="spin")
+    tries = 0
+    real_try = limiter._try
+
+    def counting() -> tuple[bool, float]:
+        nonlocal tries
+        tries += 1
+        return real_try()
+
+    limiter._try = counting  # type: ignore[method-assign]
+    assert limiter.acquire()
+    start = time.monotonic()
+    assert limiter.acquire()  # waits for the next second
+    assert time.monotonic() - start > 0.9
+    assert tries <= 15  # slept between tries (max_wait 0.1 s), did not spin
 
 
 def test_rate_limiter_redis_down_uses_the_local_limit(events: io.StringIO) -> None:

@@ -21,7 +21,13 @@ import pybreaker
 
 from dify_lc.errors import DifyLCError
 from dify_lc.observability.log import emit
-from dify_lc.resilience.shared import LOCAL, claim_probe, release_probe
+from dify_lc.resilience.shared import (
+    DEFAULT_PROBE_TTL,
+    LOCAL,
+    SharedStorage,
+    claim_probe,
+    release_probe,
+)
 
 __all__ = ["Breaker", "BreakerPolicy", "Permit"]
 
@@ -76,12 +82,14 @@ class BreakerPolicy:
 class Permit:
     """Admission to call a backend; ``probe``: a half-open trial; ``cold``: under the cold start.
 
-    ``claim``: the Redis probe slot this probe holds, when the breaker state is shared.
+    ``claim``: the Redis probe slot this probe holds, when the breaker state is shared, and
+    ``period``: the open period it probes (only that period's half-open state may close).
     """
 
     probe: bool
     cold: bool = False
     claim: str | None = None
+    period: int = 0
 
 
 _NORMAL = Permit(probe=False)
@@ -104,6 +112,7 @@ class Breaker:
     __slots__ = (
         "_cb",
         "_cold_limit",
+        "_fleet",
         "_in_flight",
         "_lock",
         "_probes",
@@ -136,6 +145,8 @@ class Breaker:
         self._storage = breaker._state_storage
         # Redis storage: half-open probes are claimed in Redis, so one process probes.
         self._shared = isinstance(self._storage, pybreaker.CircuitRedisStorage)
+        # dify-lc's own Redis storage: transitions are atomic scripts (see shared.py).
+        self._fleet = self._storage if isinstance(self._storage, SharedStorage) else None
         self._wall = wall
         self._lock = threading.Lock()
         self._probes = 0
@@ -160,10 +171,12 @@ class Breaker:
 
     # ------------------------------------------------------------------ admission
 
-    def admit(self, *, last: bool = False) -> Permit | None:
+    def admit(self, *, last: bool = False, probe_ttl: float | None = None) -> Permit | None:
         """May this backend be called now? ``None`` means rejected (no I/O, microseconds).
 
         ``last``: no other route is left for this call, so the cold-start limit does not apply.
+        ``probe_ttl``: how long the call may take (its deadline); a shared half-open probe
+        claim is held that long.
         """
         state = self._storage.state
         if state == CLOSED:
@@ -183,28 +196,45 @@ class Breaker:
                 opened_at.timestamp() + self._cb.reset_timeout
             ):
                 return None
-        return self._probe(opened_at, opening=state == OPEN)
+        ttl = max(self._cb.reset_timeout, probe_ttl or DEFAULT_PROBE_TTL, 1.0)
+        return self._probe(opened_at, opening=state == OPEN, ttl=ttl)
 
-    def _probe(self, opened_at: datetime | None, *, opening: bool) -> Permit | None:
+    def _probe(self, opened_at: datetime | None, *, opening: bool, ttl: float) -> Permit | None:
         """Claim one of the half-open probes (in Redis when shared); move open → half-open."""
-        if self._shared:
+        limit = self.policy.half_open_probes
+        fleet = self._fleet
+        if fleet is not None:
+            period = fleet.period
+            won = fleet.claim(limit, ttl)
+            if won is None:
+                return None
+            if isinstance(won, tuple):
+                key, moved = won
+                if moved:
+                    self._cb.state = HALF_OPEN  # fires state_change listeners
+                return Permit(probe=True, claim=key, period=period)
+        elif self._shared:
             epoch = int(opened_at.timestamp()) if opened_at is not None else 0
-            ttl = max(self._cb.reset_timeout, 1.0)
-            claim = claim_probe(self._storage, epoch, self.policy.half_open_probes, ttl)
+            claim = claim_probe(self._storage, epoch, limit, ttl)
             if claim is None:
                 return None
             if claim is not LOCAL:
                 if opening and self._storage.state == OPEN:
                     self._cb.half_open()  # only the claim's winner moves the shared state
                 return Permit(probe=True, claim=claim)
+        # Local counting: memory storage, or Redis unreachable.
         with self._lock:
             if opening and self._storage.state == OPEN:
                 self._probes = 0
-                self._cb.half_open()  # fires state_change listeners
-            if self._probes >= self.policy.half_open_probes:
+                if fleet is not None:
+                    fleet.publish_move(OPEN, fleet.period, HALF_OPEN)
+                    self._cb.state = HALF_OPEN
+                else:
+                    self._cb.half_open()  # fires state_change listeners
+            if self._probes >= limit:
                 return None
             self._probes += 1
-        return _PROBE
+        return Permit(probe=True, period=fleet.period if fleet is not None else 0)
 
     # ------------------------------------------------------------------ outcomes
 
@@ -216,10 +246,17 @@ class Breaker:
             with self._lock:
                 self._in_flight -= 1
         if permit.probe:
+            if permit.claim is None:
+                with self._lock:
+                    self._probes = max(self._probes - 1, 0)
             with self._lock:
-                self._probes = max(self._probes - 1, 0)
                 self._window.clear()
-            if self._storage.state == HALF_OPEN:
+            fleet = self._fleet
+            if fleet is not None:
+                # Only the half-open state of the period this probe tested may close.
+                if fleet.publish_move(HALF_OPEN, permit.period, CLOSED):
+                    self._cb.state = CLOSED  # fires state_change listeners
+            elif self._storage.state == HALF_OPEN:
                 self._cb.close()  # resets pybreaker's counter, fires listeners
         else:
             if self._storage.counter:
@@ -245,14 +282,20 @@ class Breaker:
         for listener in self._cb.listeners:
             listener.failure(self._cb, error)
         if permit.probe:
-            with self._lock:
-                self._probes = max(self._probes - 1, 0)
+            if permit.claim is None:
+                with self._lock:
+                    self._probes = max(self._probes - 1, 0)
             self._open()
             return
-        self._storage.increment_counter()
+        fleet = self._fleet
+        if fleet is not None:
+            count = fleet.add_failure()  # Redis's own count, not a later read
+        else:
+            self._storage.increment_counter()
+            count = self._storage.counter  # read outside our lock: may be a Redis GET
         with self._lock:
             self._window.append(_FAILED)
-            trip = self._storage.counter >= self._cb.fail_max or self._rates_trip()
+            trip = count >= self._cb.fail_max or self._rates_trip()
         if trip:
             self._open()
 
@@ -285,10 +328,18 @@ class Breaker:
         with self._lock:
             self._window.clear()
             self._warm = False  # after recovering it must prove itself again
+        now = datetime.fromtimestamp(self._wall(), UTC)
+        fleet = self._fleet
+        if fleet is not None:
+            was = fleet._local.state
+            fleet.publish_open(now)  # state, time and a new period, in one script
+            if was != OPEN:
+                self._cb.state = OPEN  # fires state_change listeners
+            return
         if self._storage.state != OPEN:
             self._cb.open()  # fires state_change listeners
         # pybreaker stamps opened_at with its own wall clock; use ours so tests control time.
-        self._storage.opened_at = datetime.fromtimestamp(self._wall(), UTC)
+        self._storage.opened_at = now
 
 
 def _counts(cb: pybreaker.CircuitBreaker, error: BaseException) -> bool:

@@ -136,7 +136,7 @@ class FallbackPlan:
             if remaining is not None and remaining <= 0:
                 raise self._give_up("deadline exceeded")
             last = self._index == len(self.routes) - 1 or self._second_pass
-            permit = route.breaker.admit(last=last)
+            permit = route.breaker.admit(last=last, probe_ttl=remaining)
             if permit is None:
                 closed = route.breaker.state == "closed"
                 why = (

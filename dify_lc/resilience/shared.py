@@ -1,19 +1,27 @@
 """Breaker state shared by many processes through Redis, and the half-open probe claim.
 
 :class:`SharedStorage` is pybreaker's ``CircuitRedisStorage`` (same keys, one namespace per
-backend, so plain pybreaker processes interoperate) with three changes a hot path needs:
+backend, so plain pybreaker processes can read it) with what a hot path and a fleet need:
 
 * Reads come from a local copy no older than ``refresh`` seconds (one ``MGET`` renews it), so
-  a call pays no Redis round trip; writes (a failure, a state change) go to Redis at once.
-  A trip in one process is seen by every other within ``refresh``.
+  a call pays no Redis round trip. A trip in one process is seen by every other within
+  ``refresh``.
+* State changes are single Lua scripts, never read-then-write: opening sets the state, the
+  open time and a new *open period* (a counter) together; half-open and closed are
+  compare-and-set on the period, so a process acting on a stale copy cannot undo a newer
+  change (a late "half-open" over a fresh "open", a probe closing a breaker that re-opened).
+* Half-open probes are claimed with ``SET NX PX`` on ``probe:<period>:<slot>``: exactly
+  ``half_open_probes`` calls probe per open period across the fleet. A claim lives as long
+  as the probe call may (its deadline), so a slow probe keeps it, and lapses after that, so a
+  process that dies mid-probe does not block recovery for longer.
 * While Redis is unreachable the local copy *is* the breaker: calls keep being served on local
   state, one ``redis.unavailable`` warning is logged, and Redis is tried again every
-  ``retry_interval`` seconds (``redis.recovered`` when it answers). pybreaker's own storage
+  ``retry_interval`` seconds (``redis.recovered`` when it answers). An "open" decided during
+  the outage is published on recovery unless Redis holds a newer one. pybreaker's own storage
   would instead report "closed" with a zero counter, so a breaker could never open.
-* :func:`claim_probe` lets exactly ``limit`` processes probe a half-open backend: each slot is
-  one ``SET NX PX`` (atomic in Redis, not read-then-write), keyed by the time the breaker
-  opened, so a slot cannot be claimed twice in one open period. A claim lapses after its TTL,
-  so a process that dies mid-probe does not block recovery for longer.
+
+Hosts must keep their clocks in sync (NTP), as with pybreaker's own Redis storage: the open
+time is each host's wall clock.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+import threading
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -45,16 +54,48 @@ __all__ = [
     "shared_breaker",
 ]
 
-LOCAL: Final = "local"  # claim_probe's answer when Redis cannot decide: count probes locally
+LOCAL: Final = "local"  # a claim's answer when Redis cannot decide: count probes locally
+OPEN, HALF_OPEN, CLOSED = pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN, pybreaker.STATE_CLOSED
+DEFAULT_PROBE_TTL = 300.0  # a probe claim's life when the call has no deadline
 
-# pybreaker keeps opened_at in whole seconds; with a 1 s reset_timeout that lets a process
-# probe up to a second early, so the milliseconds go in a key of our own next to it.
-_SET_IF_GREATER = """
-local current = redis.call('GET', KEYS[2])
-if not current or tonumber(ARGV[2]) > tonumber(current) then
-  redis.call('SET', KEYS[1], ARGV[1])
-  redis.call('SET', KEYS[2], ARGV[2])
+# KEYS: state, opened_at, opened_at_ms, period, success_counter. ARGV: seconds, milliseconds.
+# pybreaker keeps opened_at in whole seconds, which would let a process probe up to a second
+# early with a 1 s reset_timeout: the milliseconds go in a key of our own next to it.
+_OPEN = """
+redis.call('SET', KEYS[1], 'open')
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[2])
+redis.call('SET', KEYS[5], 0)
+return redis.call('INCR', KEYS[4])
+"""
+# KEYS: state, period, fail_counter. ARGV: expected state, expected period, new state.
+_MOVE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then
+  return 0
 end
+redis.call('SET', KEYS[1], ARGV[3])
+if ARGV[3] == 'closed' then redis.call('SET', KEYS[3], 0) end
+return 1
+"""
+# KEYS: state, period, then one key per probe slot. ARGV: period, token, ttl in ms.
+# Returns -1 if the shared breaker is not open / half-open in that period (a stale copy), -2 if
+# every slot is taken, else slot * 2 + 1 if this claim moved it open -> half-open, slot * 2 if not.
+_CLAIM = """
+local state = redis.call('GET', KEYS[1])
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] or (state ~= 'open' and state ~= 'half-open') then
+  return -1
+end
+for i = 3, #KEYS do
+  if redis.call('SET', KEYS[i], ARGV[2], 'NX', 'PX', ARGV[3]) then
+    local moved = 0
+    if state == 'open' then
+      redis.call('SET', KEYS[1], 'half-open')
+      moved = 1
+    end
+    return (i - 3) * 2 + moved
+  end
+end
+return -2
 """
 _DELETE_IF_OWNED = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -94,7 +135,15 @@ class RedisHealth:
     """Is Redis answering? After a failure it is left alone for ``retry_interval`` seconds;
     the first failure of an outage and the recovery are each logged once."""
 
-    __slots__ = ("_clock", "_labels", "_retry_interval", "_serving_on", "down", "down_until")
+    __slots__ = (
+        "_clock",
+        "_labels",
+        "_lock",
+        "_retry_interval",
+        "_serving_on",
+        "down",
+        "down_until",
+    )
 
     def __init__(
         self,
@@ -107,6 +156,7 @@ class RedisHealth:
         self._serving_on = serving_on
         self._retry_interval = retry_interval
         self._clock = clock
+        self._lock = threading.Lock()  # flips the flags only; never held across I/O
         self.down = False
         self.down_until = 0.0
 
@@ -115,9 +165,10 @@ class RedisHealth:
         return not self.down or self._clock() >= self.down_until
 
     def failed(self, exc: BaseException) -> None:
-        self.down_until = self._clock() + self._retry_interval
-        if not self.down:
-            self.down = True
+        with self._lock:
+            self.down_until = self._clock() + self._retry_interval
+            first, self.down = not self.down, True
+        if first:
             emit(
                 "redis.unavailable",
                 {
@@ -130,10 +181,15 @@ class RedisHealth:
                 logging.WARNING,
             )
 
-    def ok(self) -> None:
-        if self.down:
-            self.down = False
+    def ok(self) -> bool:
+        """Redis answered; ``True`` if that ends an outage."""
+        if not self.down:
+            return False
+        with self._lock:
+            was, self.down = self.down, False
+        if was:
             emit("redis.recovered", self._labels)
+        return was
 
 
 class SharedStorage(pybreaker.CircuitRedisStorage):
@@ -154,22 +210,27 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
         redis: Redis,
         *,
         namespace: str | None = None,
-        state: str = pybreaker.STATE_CLOSED,
+        state: str = CLOSED,
         refresh: float = 0.1,
         retry_interval: float = 5.0,
         clock: Any = time.monotonic,
     ) -> None:
         self.backend = name
         self._local = pybreaker.CircuitMemoryStorage(state)
+        self.period = 0  # the open period the local copy belongs to
         self._refresh = refresh
         self._clock = clock
         self._next_read = 0.0
+        self._generation = 0  # bumped by every local write: a read started before it is stale
+        self._unpublished = False  # a state change made while Redis was unreachable
         self._health = RedisHealth({"backend": name}, "local state", retry_interval, clock)
         super().__init__(state, redis, namespace=namespace or f"dify-lc:{name}")
-        self._set_if_greater = redis.register_script(_SET_IF_GREATER)
-        self._keys = [
-            self._namespace(k) for k in ("state", "fail_counter", "opened_at", "opened_at_ms")
-        ]
+        self._open_script = redis.register_script(_OPEN)
+        self._move_script = redis.register_script(_MOVE)
+        self._claim_script = redis.register_script(_CLAIM)
+        keys = ("state", "fail_counter", "opened_at", "opened_at_ms", "period", "success_counter")
+        self._k = {k: self._namespace(k) for k in keys}
+        self._read_keys = [self._k[k] for k in keys[:5]]
 
     # ------------------------------------------------------------------ Redis reachability
 
@@ -178,17 +239,18 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
         """Is Redis answering (as of the last attempt)?"""
         return not self._health.down
 
-    def _write(self, fn: Any, *args: Any) -> Any:
-        """Run one Redis command unless Redis is known to be down; ``None`` when it fails."""
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """One Redis command unless Redis is known to be down; ``None`` when it fails."""
         health = self._health
         if not health.usable():
             return None
         try:
-            result = fn(*args)
+            result = fn(*args, **kwargs)
         except redis_errors() as exc:
             health.failed(exc)
             return None
-        health.ok()
+        if health.down:
+            self._recover()
         return result
 
     def _initialize_redis_state(self, state: str) -> None:
@@ -201,28 +263,38 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
         except redis_errors() as exc:
             self._health.failed(exc)
 
+    def _recover(self) -> None:
+        if self._health.ok():
+            self._next_read = 0.0  # read (and reconcile) on the next access
+
+    # ------------------------------------------------------------------ reading
+
     def sync(self) -> None:
         """Refresh the local copy from Redis now (normally done lazily every ``refresh`` s).
 
         No lock: a thread that finds the copy expired reads Redis itself rather than waiting
-        for another thread's round trip (or, worse, going on with a stale copy).
+        for another thread's round trip (or going on with a stale copy). A read that started
+        before a local write is dropped rather than allowed to undo it.
         """
         health = self._health
         if not health.usable():
             return
-        now = self._clock()
+        generation, now = self._generation, self._clock()
         try:
-            state, counter, opened, opened_ms = cast(list[Any], self._redis.mget(self._keys))
+            values = cast(list[Any], self._redis.mget(self._read_keys))
         except redis_errors() as exc:
             health.failed(exc)
             return
         health.ok()
+        if generation != self._generation:
+            return  # a local write happened meanwhile: read again next time
         self._next_read = now + self._refresh
+        state_b, counter, opened, opened_ms, period = values
         local = self._local
-        if state is None:  # keys flushed or expired: publish what this process knows
-            self._initialize_redis_state(local.state)
+        if self._unpublished or state_b is None:
+            self._reconcile(state_b, opened_ms)
             return
-        new = state.decode()
+        new = state_b.decode()
         if new != local.state:
             emit(
                 "breaker.state",
@@ -230,9 +302,71 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
             )
             local.state = new
         local._fail_counter = int(counter or 0)
+        self.period = int(period or 0)
         if opened:
             stamp = max(int(opened), int(opened_ms or 0) / 1000)  # a plain pybreaker may be newer
             local._opened_at = datetime.fromtimestamp(stamp, UTC)
+
+    def _reconcile(self, state_b: bytes | None, opened_ms: bytes | None) -> None:
+        """After an outage, or when Redis lost the keys: publish what this process decided if
+        it is an "open" newer than what Redis holds; otherwise Redis wins on the next read."""
+        self._unpublished = False
+        local = self._local
+        opened = local.opened_at
+        newer = opened is not None and (
+            state_b != OPEN.encode() or int(opened.timestamp() * 1000) > int(opened_ms or 0)
+        )
+        if local.state != CLOSED and newer and opened is not None:
+            self.publish_open(opened)
+        elif state_b is None:
+            self._initialize_redis_state(CLOSED)
+        self._next_read = 0.0
+
+    # ------------------------------------------------------------------ transitions (atomic)
+
+    def _wrote(self) -> None:
+        self._generation += 1
+
+    def publish_open(self, now: datetime) -> None:
+        """Open (or re-open) for a new period: state, open time and period in one script."""
+        self._wrote()
+        local = self._local
+        local.state = OPEN
+        local._opened_at = now
+        local._success_counter = 0
+        stamp = now.timestamp()
+        keys = [self._k[k] for k in ("state", "opened_at", "opened_at_ms", "period")]
+        keys.append(self._k["success_counter"])
+        period = self._call(self._open_script, keys, [int(stamp), int(stamp * 1000)])
+        if period is None:
+            self._unpublished = True
+            self.period += 1
+        else:
+            self.period = int(period)
+
+    def publish_move(self, expected: str, period: int, new: str) -> bool:
+        """``expected`` → ``new`` if the shared breaker is still in that state and period."""
+        self._wrote()
+        keys = [self._k["state"], self._k["period"], self._k["fail_counter"]]
+        moved = self._call(self._move_script, keys, [expected, str(period), new])
+        if moved is None:  # Redis unreachable: decide on the local copy
+            self._unpublished = True
+            moved = self._local.state == expected and self.period == period
+        if moved:
+            self._local.state = new
+            if new == CLOSED:
+                self._local._fail_counter = 0
+        return bool(moved)
+
+    def add_failure(self) -> int:
+        """Count one failure; returns the count (Redis's own answer, not a later read)."""
+        self._wrote()
+        value = self._call(self._redis.incr, self._k["fail_counter"])
+        if value is None:
+            self._local.increment_counter()
+            return self._local.counter
+        self._local._fail_counter = int(value)
+        return int(value)
 
     # ------------------------------------------------------------------ CircuitBreakerStorage
 
@@ -244,22 +378,23 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
 
     @state.setter
     def state(self, state: str) -> None:
+        # Only for pybreaker's own open()/close()/half_open() (a user driving the breaker by
+        # hand); dify-lc's transitions go through publish_open / publish_move.
+        self._wrote()
         self._local.state = str(state)
-        self._write(self._redis.set, self._namespace("state"), str(state))
+        if self._call(self._redis.set, self._k["state"], str(state)) is None:
+            self._unpublished = True
 
     def increment_counter(self) -> None:
-        value = self._write(self._redis.incr, self._namespace("fail_counter"))
-        if value is None:
-            self._local.increment_counter()
-        else:
-            self._local._fail_counter = int(value)
+        self.add_failure()
 
     def reset_counter(self) -> None:
+        self._wrote()
         self._local.reset_counter()
-        self._write(self._redis.set, self._namespace("fail_counter"), 0)
+        self._call(self._redis.set, self._k["fail_counter"], 0)
 
     def increment_success_counter(self) -> None:
-        value = self._write(self._redis.incr, self._namespace("success_counter"))
+        value = self._call(self._redis.incr, self._k["success_counter"])
         if value is None:
             self._local.increment_success_counter()
         else:
@@ -267,7 +402,7 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
 
     def reset_success_counter(self) -> None:
         self._local.reset_success_counter()
-        self._write(self._redis.set, self._namespace("success_counter"), 0)
+        self._call(self._redis.set, self._k["success_counter"], 0)
 
     @property
     def counter(self) -> int:
@@ -283,9 +418,36 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
 
     @opened_at.setter
     def opened_at(self, now: datetime) -> None:
+        # pybreaker's open() stamps the time before it sets the state; dify-lc opens through
+        # publish_open, which writes both at once. Kept local here.
+        self._wrote()
         self._local.opened_at = now
-        stamp = now.timestamp()
-        self._write(self._set_if_greater, self._keys[2:], [int(stamp), int(stamp * 1000)])
+
+    # ------------------------------------------------------------------ the probe claim
+
+    def claim(self, limit: int, ttl: float) -> tuple[str, bool] | str | None:
+        """Claim one of ``limit`` probe slots of the current open period, in one script that
+        also moves the shared breaker open → half-open. Returns ``(claim, moved)``, ``None``
+        (every slot taken, or this copy is stale), or :data:`LOCAL` (Redis unreachable)."""
+        if not self._health.usable():
+            return LOCAL
+        period, token = self.period, secrets.token_hex(8)
+        slots = [self._namespace(f"probe:{period}:{slot}") for slot in range(limit)]
+        keys = [self._k["state"], self._k["period"], *slots]
+        ttl_ms = max(int(ttl * 1000), 1000)
+        result = self._call(self._claim_script, keys, [str(period), token, ttl_ms])
+        if result is None:
+            return LOCAL
+        result = int(result)
+        if result == -1:
+            self._next_read = 0.0  # stale copy: read Redis on the next access
+        if result < 0:
+            return None
+        moved = bool(result % 2)
+        if moved:
+            self._wrote()
+            self._local.state = HALF_OPEN
+        return f"{slots[result // 2]} {token}", moved
 
 
 def shared_breaker(
@@ -316,23 +478,14 @@ def shared_breaker(
 # ---------------------------------------------------------------------- the probe claim
 
 
-def claim_probe(
-    storage: pybreaker.CircuitBreakerStorage, epoch: int, limit: int, ttl: float
+def _claim(
+    storage: pybreaker.CircuitRedisStorage, period: int, limit: int, ttl: float
 ) -> str | None:
-    """Claim one of ``limit`` half-open probe slots for the open period ``epoch``.
-
-    Returns the claim (pass it to :func:`release_probe`), ``None`` when every slot is taken,
-    or :data:`LOCAL` when the storage is not Redis or Redis cannot answer (count locally).
-    """
-    if not isinstance(storage, pybreaker.CircuitRedisStorage):
-        return LOCAL
-    if isinstance(storage, SharedStorage) and not storage._health.usable():
-        return LOCAL
     token = secrets.token_hex(8)
     ttl_ms = max(int(ttl * 1000), 1000)
     try:
         for slot in range(limit):
-            key = storage._namespace(f"probe:{epoch}:{slot}")
+            key = storage._namespace(f"probe:{period}:{slot}")
             if storage._redis.set(key, token, nx=True, px=ttl_ms):
                 return f"{key} {token}"
     except redis_errors() as exc:
@@ -342,8 +495,24 @@ def claim_probe(
     return None
 
 
+def claim_probe(
+    storage: pybreaker.CircuitBreakerStorage, epoch: int, limit: int, ttl: float
+) -> str | None:
+    """Claim one of ``limit`` half-open probe slots for the open period ``epoch``.
+
+    Returns the claim (pass it to :func:`release_probe`), ``None`` when every slot is taken,
+    or :data:`LOCAL` when the storage is not Redis or Redis cannot answer (count locally).
+    For a plain ``CircuitRedisStorage`` the period is the whole second the breaker opened.
+    """
+    if not isinstance(storage, pybreaker.CircuitRedisStorage):
+        return LOCAL
+    return _claim(storage, epoch, limit, ttl)
+
+
 def release_probe(storage: pybreaker.CircuitBreakerStorage, claim: str) -> None:
     """Give back a probe slot whose call ended without an outcome (only if still ours)."""
+    if isinstance(storage, SharedStorage) and not storage._health.usable():
+        return  # the claim lapses by its TTL
     key, token = claim.split(" ", 1)
     try:
         storage._redis.eval(_DELETE_IF_OWNED, 1, key, token)  # type: ignore[attr-defined]
