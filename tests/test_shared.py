@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pybreaker
@@ -546,3 +547,95 @@ def test_redis_outage_is_a_warning(events: io.StringIO) -> None:
     _trip(_breaker("redis://127.0.0.1:9/0"))
     (down,) = _events(events, "redis.unavailable")
     assert down["level"] == "warning"
+
+
+# ---------------------------------------------------------------------- second review
+
+
+def test_a_probe_outcome_lost_to_a_redis_blip_is_replayed(redis_url: str) -> None:
+    a, b = _breaker(redis_url, retry_interval=0.3), _breaker(redis_url)
+    _trip(a)
+    time.sleep(1.1)
+    probe = a.admit(probe_ttl=20.0)
+    assert probe is not None
+    client = redis.Redis.from_url(redis_url)
+    client.execute_command("CLIENT", "PAUSE", 400, "WRITE")  # a hiccup as the probe answers
+    time.sleep(0.05)
+    a.success(probe, 0.5)  # the close cannot reach Redis...
+    time.sleep(0.8)
+    assert a.state == "closed"  # ...and is replayed when Redis answers again
+    time.sleep(0.15)
+    assert b.state == "closed"
+    assert b.admit() is not None
+    assert client.keys("*probe*") == []  # and the claim is given back, not left to its TTL
+    client.close()
+
+
+def test_opening_by_hand_publishes_a_period_and_its_open_time(redis_url: str) -> None:
+    a = _breaker(redis_url, policy=BreakerPolicy(fail_max=1, reset_timeout=5.0))
+    b = _breaker(redis_url, policy=BreakerPolicy(fail_max=1, reset_timeout=5.0))
+    a.circuit.open()  # an operator opens it with pybreaker's own API
+    time.sleep(0.15)
+    assert b.state == "open"
+    assert b.admit() is None  # the cooldown holds: 5 s, not an immediate probe
+
+
+def test_a_process_cut_off_from_redis_does_not_reopen_what_the_fleet_closed(
+    redis_url: str,
+) -> None:
+    x, y = _breaker(redis_url, retry_interval=0.5), _breaker(redis_url)
+    _trip(y)
+    time.sleep(0.15)
+    assert x.state == "open"
+    x._fleet._health.failed(OSError("network blip"))  # type: ignore[union-attr]
+    time.sleep(1.0)
+    probe = x.admit()  # cooldown over: X moves to half-open on its own copy
+    assert probe is not None
+    x.release(probe)
+    probe = y.admit()
+    assert probe is not None
+    y.success(probe, 0.01)  # the fleet probes and closes meanwhile
+    time.sleep(0.5)
+    assert x.state == "closed"  # X's own half-open did not re-open the fleet's breaker
+    assert y.state == "closed"
+
+
+def test_two_trips_at_once_announce_one_change(redis_url: str) -> None:
+    storage = _breaker(redis_url).circuit._state_storage
+    assert isinstance(storage, SharedStorage)
+    now = datetime.now(UTC)
+    assert storage.publish_open(now) is True
+    assert storage.publish_open(now) is False  # already open: no second state_change
+
+
+def test_a_change_learned_from_redis_updates_pybreakers_state_quietly(redis_url: str) -> None:
+    a, b = _breaker(redis_url), _breaker(redis_url)
+    heard: list[str] = []
+
+    class Listener(pybreaker.CircuitBreakerListener):
+        def state_change(self, cb: Any, old: Any, new: Any) -> None:
+            heard.append(new.name)
+
+    b.circuit.add_listener(Listener())
+    _trip(a)
+    time.sleep(0.15)
+    assert b.state == "open"
+    assert b.circuit.state.name == "open"  # pybreaker's own view agrees...
+    assert heard == []  # ...without replaying a transition this process did not make
+
+
+def test_plain_pybreaker_storage_recovers_with_a_sub_second_reset(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    storage = pybreaker.CircuitRedisStorage("closed", client, namespace="plain")
+    cb = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=0.2, state_storage=storage)
+    breaker = Breaker("plain", BreakerPolicy(fail_max=1, reset_timeout=0.2), breaker=cb)
+    while time.time() % 1 > 0.2:  # early in a second: the probe fails in the same second
+        time.sleep(0.01)
+    _trip(breaker)
+    time.sleep(0.25)
+    probe = breaker.admit(probe_ttl=30.0)
+    assert probe is not None
+    breaker.failure(probe, FAILURE, 0.01)
+    time.sleep(0.3)
+    assert breaker.admit() is not None  # the failed probe's slot was given back
+    client.close()

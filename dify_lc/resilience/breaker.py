@@ -147,6 +147,8 @@ class Breaker:
         self._shared = isinstance(self._storage, pybreaker.CircuitRedisStorage)
         # dify-lc's own Redis storage: transitions are atomic scripts (see shared.py).
         self._fleet = self._storage if isinstance(self._storage, SharedStorage) else None
+        if self._fleet is not None:
+            self._fleet.circuit = breaker
         self._wall = wall
         self._lock = threading.Lock()
         self._probes = 0
@@ -204,12 +206,11 @@ class Breaker:
         limit = self.policy.half_open_probes
         fleet = self._fleet
         if fleet is not None:
-            period = fleet.period
-            won = fleet.claim(limit, ttl)
+            won = fleet.claim(limit, ttl, self._cb.reset_timeout, self._wall())
             if won is None:
                 return None
             if isinstance(won, tuple):
-                key, moved = won
+                key, moved, period = won
                 if moved:
                     self._cb.state = HALF_OPEN  # fires state_change listeners
                 return Permit(probe=True, claim=key, period=period)
@@ -258,6 +259,8 @@ class Breaker:
                     self._cb.state = CLOSED  # fires state_change listeners
             elif self._storage.state == HALF_OPEN:
                 self._cb.close()  # resets pybreaker's counter, fires listeners
+            if permit.claim is not None:
+                release_probe(self._storage, permit.claim)  # its period is over
         else:
             if self._storage.counter:
                 self._storage.reset_counter()
@@ -286,6 +289,8 @@ class Breaker:
                 with self._lock:
                     self._probes = max(self._probes - 1, 0)
             self._open()
+            if permit.claim is not None:
+                release_probe(self._storage, permit.claim)  # a new period has begun
             return
         fleet = self._fleet
         if fleet is not None:
@@ -331,9 +336,9 @@ class Breaker:
         now = datetime.fromtimestamp(self._wall(), UTC)
         fleet = self._fleet
         if fleet is not None:
-            was = fleet._local.state
-            fleet.publish_open(now)  # state, time and a new period, in one script
-            if was != OPEN:
+            # State, time and a new period in one script; listeners hear only a real change
+            # (two threads tripping together both publish, one of them finds it open).
+            if fleet.publish_open(now):
                 self._cb.state = OPEN  # fires state_change listeners
             return
         if self._storage.state != OPEN:

@@ -61,12 +61,14 @@ DEFAULT_PROBE_TTL = 300.0  # a probe claim's life when the call has no deadline
 # KEYS: state, opened_at, opened_at_ms, period, success_counter. ARGV: seconds, milliseconds.
 # pybreaker keeps opened_at in whole seconds, which would let a process probe up to a second
 # early with a 1 s reset_timeout: the milliseconds go in a key of our own next to it.
+# Returns {new period, the state before}.
 _OPEN = """
+local before = redis.call('GET', KEYS[1]) or 'closed'
 redis.call('SET', KEYS[1], 'open')
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[2])
 redis.call('SET', KEYS[5], 0)
-return redis.call('INCR', KEYS[4])
+return {redis.call('INCR', KEYS[4]), before}
 """
 # KEYS: state, period, fail_counter. ARGV: expected state, expected period, new state.
 _MOVE = """
@@ -77,22 +79,28 @@ redis.call('SET', KEYS[1], ARGV[3])
 if ARGV[3] == 'closed' then redis.call('SET', KEYS[3], 0) end
 return 1
 """
-# KEYS: state, period, then one key per probe slot. ARGV: period, token, ttl in ms.
-# Returns -1 if the shared breaker is not open / half-open in that period (a stale copy), -2 if
-# every slot is taken, else slot * 2 + 1 if this claim moved it open -> half-open, slot * 2 if not.
+# KEYS: state, period, opened_at_ms, then one key per probe slot.
+# ARGV: period, token, ttl in ms, now in ms, reset_timeout in ms.
+# Returns -1 if the shared breaker is not open / half-open in that period (a stale copy) or is
+# still cooling down, -2 if every slot is taken, else slot * 2 + 1 if this claim moved it
+# open -> half-open, slot * 2 if not.
 _CLAIM = """
 local state = redis.call('GET', KEYS[1])
 if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] or (state ~= 'open' and state ~= 'half-open') then
   return -1
 end
-for i = 3, #KEYS do
+local opened_ms = tonumber(redis.call('GET', KEYS[3]) or '0')
+if state == 'open' and opened_ms + tonumber(ARGV[5]) > tonumber(ARGV[4]) then
+  return -1
+end
+for i = 4, #KEYS do
   if redis.call('SET', KEYS[i], ARGV[2], 'NX', 'PX', ARGV[3]) then
     local moved = 0
     if state == 'open' then
       redis.call('SET', KEYS[1], 'half-open')
       moved = 1
     end
-    return (i - 3) * 2 + moved
+    return (i - 4) * 2 + moved
   end
 end
 return -2
@@ -216,18 +224,22 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
         clock: Any = time.monotonic,
     ) -> None:
         self.backend = name
+        self.circuit: pybreaker.CircuitBreaker | None = None  # set by the breaker that owns it
         self._local = pybreaker.CircuitMemoryStorage(state)
         self.period = 0  # the open period the local copy belongs to
         self._refresh = refresh
         self._clock = clock
         self._next_read = 0.0
-        self._generation = 0  # bumped by every local write: a read started before it is stale
-        self._unpublished = False  # a state change made while Redis was unreachable
+        self._generation = 0  # bumped by every state change: a read started before is stale
+        # What could not reach Redis, replayed when it answers again (see _reconcile).
+        self._pending_open: datetime | None = None
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
         self._health = RedisHealth({"backend": name}, "local state", retry_interval, clock)
         super().__init__(state, redis, namespace=namespace or f"dify-lc:{name}")
         self._open_script = redis.register_script(_OPEN)
         self._move_script = redis.register_script(_MOVE)
         self._claim_script = redis.register_script(_CLAIM)
+        self._release_script = redis.register_script(_DELETE_IF_OWNED)
         keys = ("state", "fail_counter", "opened_at", "opened_at_ms", "period", "success_counter")
         self._k = {k: self._namespace(k) for k in keys}
         self._read_keys = [self._k[k] for k in keys[:5]]
@@ -249,8 +261,8 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
         except redis_errors() as exc:
             health.failed(exc)
             return None
-        if health.down:
-            self._recover()
+        if health.down and health.ok():
+            self._next_read = 0.0  # read (and reconcile) on the next access
         return result
 
     def _initialize_redis_state(self, state: str) -> None:
@@ -263,10 +275,6 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
         except redis_errors() as exc:
             self._health.failed(exc)
 
-    def _recover(self) -> None:
-        if self._health.ok():
-            self._next_read = 0.0  # read (and reconcile) on the next access
-
     # ------------------------------------------------------------------ reading
 
     def sync(self) -> None:
@@ -274,7 +282,7 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
 
         No lock: a thread that finds the copy expired reads Redis itself rather than waiting
         for another thread's round trip (or going on with a stale copy). A read that started
-        before a local write is dropped rather than allowed to undo it.
+        before a local state change is dropped rather than allowed to undo it.
         """
         health = self._health
         if not health.usable():
@@ -286,14 +294,14 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
             health.failed(exc)
             return
         health.ok()
+        if self._pending_open is not None or self._pending or values[0] is None:
+            self._reconcile(values)
+            return
         if generation != self._generation:
-            return  # a local write happened meanwhile: read again next time
+            return  # a state change happened meanwhile: read again next time
         self._next_read = now + self._refresh
         state_b, counter, opened, opened_ms, period = values
         local = self._local
-        if self._unpublished or state_b is None:
-            self._reconcile(state_b, opened_ms)
-            return
         new = state_b.decode()
         if new != local.state:
             emit(
@@ -301,25 +309,38 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
                 {"backend": self.backend, "from": local.state, "to": new, "shared": True},
             )
             local.state = new
+            cb = self.circuit
+            if cb is not None:  # keep pybreaker's own state object in step, without side effects
+                cb._state = cb._create_new_state(new, notify=False)
         local._fail_counter = int(counter or 0)
         self.period = int(period or 0)
         if opened:
             stamp = max(int(opened), int(opened_ms or 0) / 1000)  # a plain pybreaker may be newer
             local._opened_at = datetime.fromtimestamp(stamp, UTC)
 
-    def _reconcile(self, state_b: bytes | None, opened_ms: bytes | None) -> None:
-        """After an outage, or when Redis lost the keys: publish what this process decided if
-        it is an "open" newer than what Redis holds; otherwise Redis wins on the next read."""
-        self._unpublished = False
-        local = self._local
-        opened = local.opened_at
-        newer = opened is not None and (
-            state_b != OPEN.encode() or int(opened.timestamp() * 1000) > int(opened_ms or 0)
-        )
-        if local.state != CLOSED and newer and opened is not None:
-            self.publish_open(opened)
+    def _reconcile(self, values: list[Any]) -> None:
+        """Redis answers again (or lost its keys): replay what this process decided meanwhile.
+
+        An "open" decided during the outage is published unless Redis holds a newer one (only
+        a decision made here, not an "open" merely learned from Redis earlier). Probe outcomes
+        (compare-and-set moves) and claim releases are replayed; both are safe to repeat.
+        Then Redis is the truth again.
+        """
+        state_b, opened_ms = values[0], values[3]
+        pending_open, self._pending_open = self._pending_open, None
+        pending, self._pending = self._pending, []
+        if pending_open is not None and (
+            state_b != OPEN.encode() or int(pending_open.timestamp() * 1000) > int(opened_ms or 0)
+        ):
+            self.publish_open(pending_open)
         elif state_b is None:
             self._initialize_redis_state(CLOSED)
+        for kind, args in pending:
+            if kind == "move":
+                self._call(self._move_script, *args)
+            else:
+                self._call(self._release_script, *args)
+        self._wrote()
         self._next_read = 0.0
 
     # ------------------------------------------------------------------ transitions (atomic)
@@ -327,30 +348,37 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
     def _wrote(self) -> None:
         self._generation += 1
 
-    def publish_open(self, now: datetime) -> None:
-        """Open (or re-open) for a new period: state, open time and period in one script."""
+    def publish_open(self, now: datetime) -> bool:
+        """Open (or re-open) for a new period: state, open time and period in one script.
+
+        Returns whether the shared breaker was not open before (so listeners should hear).
+        """
         self._wrote()
         local = self._local
+        before = local.state
         local.state = OPEN
         local._opened_at = now
         local._success_counter = 0
         stamp = now.timestamp()
         keys = [self._k[k] for k in ("state", "opened_at", "opened_at_ms", "period")]
         keys.append(self._k["success_counter"])
-        period = self._call(self._open_script, keys, [int(stamp), int(stamp * 1000)])
-        if period is None:
-            self._unpublished = True
+        result = self._call(self._open_script, keys, [int(stamp), int(stamp * 1000)])
+        if result is None:
+            self._pending_open = now
             self.period += 1
-        else:
-            self.period = int(period)
+            return before != OPEN
+        self.period = int(result[0])
+        previous = result[1]
+        return (previous.decode() if isinstance(previous, bytes) else str(previous)) != OPEN
 
     def publish_move(self, expected: str, period: int, new: str) -> bool:
         """``expected`` → ``new`` if the shared breaker is still in that state and period."""
         self._wrote()
         keys = [self._k["state"], self._k["period"], self._k["fail_counter"]]
-        moved = self._call(self._move_script, keys, [expected, str(period), new])
-        if moved is None:  # Redis unreachable: decide on the local copy
-            self._unpublished = True
+        args = (keys, [expected, str(period), new])
+        moved = self._call(self._move_script, *args)
+        if moved is None:  # Redis unreachable: decide on the local copy, replay on recovery
+            self._pending.append(("move", args))
             moved = self._local.state == expected and self.period == period
         if moved:
             self._local.state = new
@@ -360,7 +388,6 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
 
     def add_failure(self) -> int:
         """Count one failure; returns the count (Redis's own answer, not a later read)."""
-        self._wrote()
         value = self._call(self._redis.incr, self._k["fail_counter"])
         if value is None:
             self._local.increment_counter()
@@ -379,17 +406,20 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
     @state.setter
     def state(self, state: str) -> None:
         # Only for pybreaker's own open()/close()/half_open() (a user driving the breaker by
-        # hand); dify-lc's transitions go through publish_open / publish_move.
+        # hand); dify-lc's transitions go through publish_open / publish_move / claim.
+        state = str(state)
+        if state == OPEN:  # a new period with its open time, as dify-lc's own trips
+            now = self._local.opened_at or datetime.now(UTC)
+            self.publish_open(now)
+            return
         self._wrote()
-        self._local.state = str(state)
-        if self._call(self._redis.set, self._k["state"], str(state)) is None:
-            self._unpublished = True
+        self._local.state = state
+        self._call(self._redis.set, self._k["state"], state)
 
     def increment_counter(self) -> None:
         self.add_failure()
 
     def reset_counter(self) -> None:
-        self._wrote()
         self._local.reset_counter()
         self._call(self._redis.set, self._k["fail_counter"], 0)
 
@@ -418,36 +448,48 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
 
     @opened_at.setter
     def opened_at(self, now: datetime) -> None:
-        # pybreaker's open() stamps the time before it sets the state; dify-lc opens through
-        # publish_open, which writes both at once. Kept local here.
-        self._wrote()
+        # pybreaker's open() stamps the time just before it sets the state, which publishes
+        # both (see the state setter). Kept local until then.
         self._local.opened_at = now
 
     # ------------------------------------------------------------------ the probe claim
 
-    def claim(self, limit: int, ttl: float) -> tuple[str, bool] | str | None:
+    def claim(
+        self, limit: int, ttl: float, reset_timeout: float, wall: float
+    ) -> tuple[str, bool, int] | str | None:
         """Claim one of ``limit`` probe slots of the current open period, in one script that
-        also moves the shared breaker open → half-open. Returns ``(claim, moved)``, ``None``
-        (every slot taken, or this copy is stale), or :data:`LOCAL` (Redis unreachable)."""
+        checks the period and its cooldown and moves the shared breaker open → half-open.
+
+        Returns ``(claim, moved, period)``, ``None`` (every slot taken, still cooling down, or
+        this copy is stale), or :data:`LOCAL` (Redis unreachable).
+        """
         if not self._health.usable():
             return LOCAL
         period, token = self.period, secrets.token_hex(8)
         slots = [self._namespace(f"probe:{period}:{slot}") for slot in range(limit)]
-        keys = [self._k["state"], self._k["period"], *slots]
-        ttl_ms = max(int(ttl * 1000), 1000)
-        result = self._call(self._claim_script, keys, [str(period), token, ttl_ms])
+        keys = [self._k["state"], self._k["period"], self._k["opened_at_ms"], *slots]
+        args = [str(period), token, max(int(ttl * 1000), 1000), int(wall * 1000)]
+        args.append(int(reset_timeout * 1000))
+        result = self._call(self._claim_script, keys, args)
         if result is None:
             return LOCAL
         result = int(result)
         if result == -1:
-            self._next_read = 0.0  # stale copy: read Redis on the next access
+            self._next_read = 0.0  # stale copy or cooling down: read Redis on the next access
         if result < 0:
             return None
         moved = bool(result % 2)
         if moved:
             self._wrote()
             self._local.state = HALF_OPEN
-        return f"{slots[result // 2]} {token}", moved
+        return f"{slots[result // 2]} {token}", moved, period
+
+    def release(self, claim: str) -> None:
+        """Give back a probe slot (only if still ours); replayed after an outage."""
+        key, token = claim.split(" ", 1)
+        args = ([key], [token])
+        if self._call(self._release_script, *args) is None:
+            self._pending.append(("release", args))
 
 
 def shared_breaker(
@@ -470,9 +512,11 @@ def shared_breaker(
     storage = SharedStorage(
         name, client, namespace=namespace, refresh=refresh, retry_interval=retry_interval
     )
-    return pybreaker.CircuitBreaker(
+    breaker = pybreaker.CircuitBreaker(
         fail_max=fail_max, reset_timeout=reset_timeout, state_storage=storage, name=name
     )
+    storage.circuit = breaker
+    return breaker
 
 
 # ---------------------------------------------------------------------- the probe claim
@@ -510,9 +554,10 @@ def claim_probe(
 
 
 def release_probe(storage: pybreaker.CircuitBreakerStorage, claim: str) -> None:
-    """Give back a probe slot whose call ended without an outcome (only if still ours)."""
-    if isinstance(storage, SharedStorage) and not storage._health.usable():
-        return  # the claim lapses by its TTL
+    """Give back a probe slot (only if still ours)."""
+    if isinstance(storage, SharedStorage):
+        storage.release(claim)
+        return
     key, token = claim.split(" ", 1)
     try:
         storage._redis.eval(_DELETE_IF_OWNED, 1, key, token)  # type: ignore[attr-defined]
