@@ -187,6 +187,7 @@ def test_a_released_probe_can_be_claimed_again(redis_url: str) -> None:
     assert permit is not None
     assert b.admit() is None
     a.release(permit)  # cancelled: no outcome, the slot is free again
+    time.sleep(0.15)  # others learn it within refresh (a taken slot is not re-asked per call)
     assert b.admit() is not None
 
 
@@ -639,3 +640,80 @@ def test_plain_pybreaker_storage_recovers_with_a_sub_second_reset(redis_url: str
     time.sleep(0.3)
     assert breaker.admit() is not None  # the failed probe's slot was given back
     client.close()
+
+
+def test_an_old_periods_probe_cannot_close_a_newer_half_open(redis_url: str) -> None:
+    a, b, c = _breaker(redis_url), _breaker(redis_url), _breaker(redis_url)
+    early = a.admit(last=True)
+    _trip(b)
+    time.sleep(1.1)
+    old = c.admit()  # period 1's probe
+    assert old is not None
+    assert early is not None
+    a.failure(early, FAILURE, 5.0)  # a late failure re-opens: period 2
+    time.sleep(1.1)
+    new = b.admit()  # period 2's probe, in flight
+    assert new is not None
+    assert new.period == old.period + 1
+    c.success(old, 2.0)  # the old probe answers last
+    state = redis.Redis.from_url(redis_url).get("dify-lc:dify:pybreaker:state")
+    assert state == b"half-open"  # period 2's probe decides, not the stale one
+
+
+def test_a_claim_for_a_stale_period_is_refused(redis_url: str) -> None:
+    a, b = _breaker(redis_url), _breaker(redis_url)
+    _trip(a)
+    time.sleep(1.1)
+    fleet = b.circuit._state_storage
+    assert isinstance(fleet, SharedStorage)
+    assert b.state == "open"
+    fleet.period -= 1  # b's copy lags one open period behind
+    assert fleet.claim(1, 10.0, 1.0, time.time()) is None
+    assert b.state == "open"  # and the refusal makes it read Redis again
+    assert fleet.period == a.circuit._state_storage.period  # type: ignore[attr-defined]
+    assert b.admit() is not None
+
+
+def test_consecutive_failures_count_across_processes(redis_url: str) -> None:
+    a, b = _breaker(redis_url), _breaker(redis_url)
+    assert b.state == "closed"  # b's copy: counter 0
+    for _ in range(2):
+        permit = a.admit(last=True)
+        assert permit is not None
+        a.failure(permit, FAILURE, 0.01)
+    permit = b.admit(last=True)
+    assert permit is not None
+    b.failure(permit, FAILURE, 0.01)  # the third failure of the fleet, b's first
+    assert b.state == "open"
+
+
+def test_a_probe_claim_lives_as_long_as_the_call_may(redis_url: str) -> None:
+    primary = ChatDify(api_key="app-fake-key", base_url="http://127.0.0.1:9/v1", backend="dify")
+    model = ResilientChatModel(primary, breaker=POLICY, redis=redis_url, deadline=7.0)
+    _trip(model.route("dify").breaker)
+    time.sleep(1.1)
+    step = model._core.plan({}).next()
+    assert step.permit.claim  # type: ignore[union-attr]
+    key = step.permit.claim.split()[0]  # type: ignore[union-attr]
+    ttl_ms = redis.Redis.from_url(redis_url).pttl(key)
+    assert 6000 < ttl_ms <= 7000  # the call's deadline, not reset_timeout nor the default
+
+
+def test_rejected_calls_during_a_probe_cost_no_round_trip_each(redis_url: str) -> None:
+    a, b = _breaker(redis_url), _breaker(redis_url)
+    _trip(a)
+    time.sleep(1.1)
+    assert a.admit() is not None  # the probe, in flight
+    fleet = b.circuit._state_storage
+    assert isinstance(fleet, SharedStorage)
+    calls = 0
+    real = fleet._claim_script
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return real(*args, **kwargs)
+
+    fleet._claim_script = counting  # type: ignore[method-assign]
+    assert all(b.admit() is None for _ in range(500))
+    assert calls <= 2

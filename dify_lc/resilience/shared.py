@@ -230,6 +230,7 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
         self._refresh = refresh
         self._clock = clock
         self._next_read = 0.0
+        self._full_until = 0.0  # every probe slot of the current period was taken, until then
         self._generation = 0  # bumped by every state change: a read started before is stale
         # What could not reach Redis, replayed when it answers again (see _reconcile).
         self._pending_open: datetime | None = None
@@ -313,6 +314,8 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
             if cb is not None:  # keep pybreaker's own state object in step, without side effects
                 cb._state = cb._create_new_state(new, notify=False)
         local._fail_counter = int(counter or 0)
+        if int(period or 0) != self.period:
+            self._full_until = 0.0
         self.period = int(period or 0)
         if opened:
             stamp = max(int(opened), int(opened_ms or 0) / 1000)  # a plain pybreaker may be newer
@@ -465,6 +468,8 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
         """
         if not self._health.usable():
             return LOCAL
+        if self._clock() < self._full_until:
+            return None  # a probe is running: no round trip per rejected call
         period, token = self.period, secrets.token_hex(8)
         slots = [self._namespace(f"probe:{period}:{slot}") for slot in range(limit)]
         keys = [self._k["state"], self._k["period"], self._k["opened_at_ms"], *slots]
@@ -476,6 +481,8 @@ class SharedStorage(pybreaker.CircuitRedisStorage):
         result = int(result)
         if result == -1:
             self._next_read = 0.0  # stale copy or cooling down: read Redis on the next access
+        elif result == -2:
+            self._full_until = self._clock() + self._refresh
         if result < 0:
             return None
         moved = bool(result % 2)
