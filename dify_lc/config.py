@@ -34,6 +34,7 @@ Example ``routes.toml`` (going 5% → 20% → 50% → 100% is a one-line change 
 
     [shared]                         # optional: many processes act as one (needs dify-lc[redis])
     redis_url_env = "REDIS_URL"      # breakers and rate limits shared through this Redis
+    namespace = "support-bot"        # optional key prefix (default "dify-lc"): one per app
 
 Any other key of a route is a field of :class:`~dify_lc.ChatDify` or
 :class:`~dify_lc.ChatRelay` (``read_timeout``, ``inputs``, ``temperature``, …).
@@ -102,9 +103,9 @@ def from_config(
         raise ConfigurationError(f"{where}: needs at least one [[routes]] table")
     default_breaker = _policy(BreakerPolicy, data.get("breaker"), f"{where} [breaker]")
     retry = _policy(RetryPolicy, data.get("retry"), f"{where} [retry]")
-    redis = _shared_redis(data.get("shared"), env, where)
+    redis, namespace = _shared_redis(data.get("shared"), env, where)
     routes = [
-        _route(raw, index, default_breaker, env, where, redis)
+        _route(raw, index, default_breaker, env, where, redis, namespace)
         for index, raw in enumerate(raw_routes)
     ]
     if routes[0].weight:
@@ -131,24 +132,33 @@ def _policy(cls: type[Any], raw: Any, where: str) -> Any:
         raise ConfigurationError(f"{where}: {exc}") from exc
 
 
-def _shared_redis(raw: Any, env: Mapping[str, str], where: str) -> Any:
+def _shared_redis(raw: Any, env: Mapping[str, str], where: str) -> tuple[Any, str]:
     if raw is None:
-        return None
-    if not isinstance(raw, Mapping) or set(raw) != {"redis_url_env"}:
-        raise ConfigurationError(f"{where} [shared]: takes exactly one key, redis_url_env")
+        return None, "dify-lc"
+    if (
+        not isinstance(raw, Mapping)
+        or "redis_url_env" not in raw
+        or not set(raw) <= {"redis_url_env", "namespace"}
+    ):
+        raise ConfigurationError(
+            f"{where} [shared]: takes redis_url_env and, optionally, namespace"
+        )
+    namespace = raw.get("namespace", "dify-lc")
+    if not isinstance(namespace, str) or not namespace:
+        raise ConfigurationError(f"{where} [shared]: namespace must be a non-empty string")
     url = env.get(str(raw["redis_url_env"]))
     if not url:
         raise ConfigurationError(
             f"{where} [shared]: environment variable {raw['redis_url_env']} is not set"
         )
-    return connect(url)
+    return connect(url), namespace
 
 
-def _limiter(name: str, rate: Any, redis: Any, label: str) -> BaseRateLimiter:
+def _limiter(name: str, rate: Any, redis: Any, namespace: str, label: str) -> BaseRateLimiter:
     if not isinstance(rate, int | float) or isinstance(rate, bool) or rate <= 0:
         raise ConfigurationError(f"{label}: requests_per_second must be a positive number")
     if redis is not None:
-        return RedisRateLimiter(redis, requests_per_second=rate, key=f"dify-lc:{name}")
+        return RedisRateLimiter(redis, requests_per_second=rate, key=f"{namespace}:{name}")
     return InMemoryRateLimiter(
         requests_per_second=rate, check_every_n_seconds=0.01, max_bucket_size=max(1, rate)
     )
@@ -161,6 +171,7 @@ def _route(
     env: Mapping[str, str],
     where: str,
     redis: Any = None,
+    namespace: str = "dify-lc",
 ) -> Route:
     if not isinstance(raw, Mapping):
         raise ConfigurationError(f"{where}: routes[{index}] must be a table")
@@ -196,7 +207,7 @@ def _route(
     )
     rate = fields.pop("requests_per_second", None)
     if rate is not None:
-        fields["rate_limiter"] = _limiter(name, rate, redis, label)
+        fields["rate_limiter"] = _limiter(name, rate, redis, namespace, label)
     fields.setdefault("backend", name)
     known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
     typos = set(fields) - known
@@ -217,7 +228,11 @@ def _route(
             breaker=None
             if redis is None
             else shared_breaker(
-                name, redis, fail_max=policy.fail_max, reset_timeout=policy.reset_timeout
+                name,
+                redis,
+                fail_max=policy.fail_max,
+                reset_timeout=policy.reset_timeout,
+                namespace=f"{namespace}:{name}",
             ),
         ),
         weight=float(weight),

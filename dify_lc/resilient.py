@@ -61,6 +61,7 @@ def _make_routes(
     breaker: BreakerPolicy | None,
     breakers: Mapping[str, Any] | None,
     redis: Any = None,
+    redis_namespace: str = "dify-lc",
 ) -> list[Route]:
     if routes:
         if redis is not None:
@@ -80,7 +81,11 @@ def _make_routes(
             custom = (breakers or {}).get(name)
             if custom is None and client is not None:
                 custom = shared_breaker(
-                    name, client, fail_max=policy.fail_max, reset_timeout=policy.reset_timeout
+                    name,
+                    client,
+                    fail_max=policy.fail_max,
+                    reset_timeout=policy.reset_timeout,
+                    namespace=f"{redis_namespace}:{name}",
                 )
             built.append(
                 Route(
@@ -290,8 +295,9 @@ class ResilientChatModel(_RoutesMixin, ConfigurableChatModel):
         breaker: :class:`BreakerPolicy` for every route; ``breakers=`` maps route names to your
             own ``pybreaker.CircuitBreaker`` objects (shared Redis storage, listeners).
         redis: a ``redis.Redis`` client or URL: every route's breaker state is shared through
-            it (key prefix ``dify-lc:<route>``), so processes behind a load balancer trip,
-            probe and recover as one; see :class:`~dify_lc.resilience.shared.SharedStorage`.
+            it (key prefix ``<redis_namespace>:<route>``, default ``dify-lc:<route>``; give
+            each app on one Redis its own), so processes behind a load balancer trip, probe
+            and recover as one; see :class:`~dify_lc.resilience.shared.SharedStorage`.
         deadline: seconds for the whole call (default 60; ``None``: none).
         metrics: a :class:`~dify_lc.observability.metrics.Metrics` to record into (default: a
             new one, see :attr:`metrics`; ``False``: none).
@@ -323,6 +329,7 @@ class ResilientChatModel(_RoutesMixin, ConfigurableChatModel):
         breaker: BreakerPolicy | None = None,
         breakers: Mapping[str, Any] | None = None,
         redis: Any = None,
+        redis_namespace: str = "dify-lc",
         deadline: float | None = 60.0,
         metrics: Metrics | bool = True,
         prices: PriceTable | None = None,
@@ -330,7 +337,9 @@ class ResilientChatModel(_RoutesMixin, ConfigurableChatModel):
     ) -> None:
         if deadline is not None and deadline <= 0:
             raise ConfigurationError("deadline must be positive (or None)")
-        built = _make_routes(primary, fallbacks, routes, canary, breaker, breakers, redis)
+        built = _make_routes(
+            primary, fallbacks, routes, canary, breaker, breakers, redis, redis_namespace
+        )
         super().__init__(  # type: ignore[call-arg]
             routes=built, retry=retry or RetryPolicy(), deadline=deadline, **kwargs
         )
@@ -771,6 +780,7 @@ class ResilientRunnable(_RoutesMixin, RunnableSerializable[Any, Any]):
         breaker: BreakerPolicy | None = None,
         breakers: Mapping[str, Any] | None = None,
         redis: Any = None,
+        redis_namespace: str = "dify-lc",
         deadline: float | None = 60.0,
         metrics: Metrics | bool = True,
         prices: PriceTable | None = None,
@@ -778,7 +788,9 @@ class ResilientRunnable(_RoutesMixin, RunnableSerializable[Any, Any]):
     ) -> None:
         if deadline is not None and deadline <= 0:
             raise ConfigurationError("deadline must be positive (or None)")
-        built = _make_routes(primary, fallbacks, routes, canary, breaker, breakers, redis)
+        built = _make_routes(
+            primary, fallbacks, routes, canary, breaker, breakers, redis, redis_namespace
+        )
         super().__init__(  # type: ignore[call-arg]
             routes=built, retry=retry or RetryPolicy(), deadline=deadline, **kwargs
         )

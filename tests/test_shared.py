@@ -717,3 +717,44 @@ def test_rejected_calls_during_a_probe_cost_no_round_trip_each(redis_url: str) -
     fleet._claim_script = counting  # type: ignore[method-assign]
     assert all(b.admit() is None for _ in range(500))
     assert calls <= 2
+
+
+def test_each_app_can_have_its_own_namespace(redis_url: str) -> None:
+    def model(namespace: str) -> ResilientChatModel:
+        return ResilientChatModel(
+            ChatDify(api_key="app-fake-key", base_url="http://127.0.0.1:9/v1", backend="relay"),
+            redis=redis_url,
+            redis_namespace=namespace,
+        )
+
+    support, billing = model("support-bot"), model("billing-bot")
+    _trip(support.route("relay").breaker)
+    time.sleep(0.15)
+    assert billing.route("relay").breaker.state == "closed"  # same route name, other app
+    keys = {k.decode() for k in redis.Redis.from_url(redis_url).keys("*:state")}
+    assert keys == {"support-bot:relay:pybreaker:state", "billing-bot:relay:pybreaker:state"}
+
+
+def test_from_config_shared_namespace(redis_url: str) -> None:
+    config = {
+        "shared": {"redis_url_env": "REDIS_URL", "namespace": "support-bot"},
+        "routes": [
+            {
+                "name": "relay",
+                "type": "relay",
+                "model": "m",
+                "base_url": "http://127.0.0.1:9/v1",
+                "requests_per_second": 2,
+            }
+        ],
+    }
+    env = {"RELAY_API_KEY": "sk-fake-key"}
+    model = from_config(config, env={**env, "REDIS_URL": redis_url})
+    storage = model.route("relay").breaker.circuit._state_storage
+    assert storage._namespace("state") == "support-bot:relay:pybreaker:state"
+    assert model.route("relay").runnable.rate_limiter._key == "support-bot:relay"
+    with pytest.raises(ConfigurationError, match="namespace"):
+        from_config(
+            {**config, "shared": {"redis_url_env": "REDIS_URL", "namespace": ""}},
+            env={**env, "REDIS_URL": redis_url},
+        )
