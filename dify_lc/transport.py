@@ -179,6 +179,42 @@ class _SSEParser:
                 raise self._too_large()
 
 
+class _CappedBody:
+    """A response body read chunk by chunk under the cap of its status (no I/O here).
+
+    A 2xx body over ``max_body_bytes`` (declared by ``Content-Length``, or read) raises
+    :class:`ProtocolError`; an error body is read for its message only, cut at 64 KiB.
+    """
+
+    __slots__ = ("_cap", "_chunks", "_endpoint", "_size", "_status")
+
+    def __init__(self, endpoint: Endpoint, status: int, headers: Mapping[str, str]) -> None:
+        self._endpoint, self._status = endpoint, status
+        self._chunks: list[bytes] = []
+        self._size = 0
+        if status >= 400:
+            self._cap = ERROR_BODY_BYTES
+        else:
+            self._cap = endpoint.max_body_bytes
+            declared = headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self._cap:
+                raise endpoint._body_too_large(status)
+
+    def feed(self, chunk: bytes) -> bool:
+        """Add a chunk; ``True`` once the cap is crossed (stop reading)."""
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        return self._size > self._cap
+
+    def result(self) -> bytes:
+        body = b"".join(self._chunks)
+        if self._size <= self._cap:
+            return body
+        if self._status >= 400:
+            return body[: self._cap]
+        raise self._endpoint._body_too_large(self._status)
+
+
 class Endpoint:
     """Pooled HTTP access to one base URL with one set of credentials.
 
@@ -368,21 +404,6 @@ class Endpoint:
             status,
         )
 
-    def _body_cap(self, status: int, headers: Mapping[str, str]) -> int:
-        """How many bytes of this body to read; rejects a 2xx body declared larger than the cap."""
-        if status >= 400:
-            return ERROR_BODY_BYTES  # read for the error message only: truncated there
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise self._body_too_large(status)
-        return self.max_body_bytes
-
-    def _body_over(self, status: int, chunks: list[bytes], cap: int) -> bytes:
-        """The body read past its cap: an error body is truncated, a 2xx one is rejected."""
-        if status >= 400:
-            return b"".join(chunks)[:cap]
-        raise self._body_too_large(status)
-
     def _body_too_large(self, status: int) -> ProtocolError:
         return self._bad_body(
             f"response body exceeds max_body_bytes ({self.max_body_bytes:,} bytes)", status
@@ -397,16 +418,11 @@ class Endpoint:
 
     def _read(self, response: httpx.Response) -> bytes:
         """The body of a streamed response, read under the cap of its status."""
-        status = response.status_code
-        cap = self._body_cap(status, response.headers)
-        chunks: list[bytes] = []
-        size = 0
+        body = _CappedBody(self, response.status_code, response.headers)
         for chunk in response.iter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > cap:
-                return self._body_over(status, chunks, cap)
-        return b"".join(chunks)
+            if body.feed(chunk):
+                break
+        return body.result()
 
     def request_json(self, req: Request, *, deadline: float | None = None) -> Any:
         """Send a request and return its decoded JSON body (``None`` when empty)."""
@@ -493,31 +509,15 @@ class Endpoint:
             "proxy": self._aiohttp_proxy,
         }
 
-    async def _aread(self, response: httpx.Response) -> bytes:
-        """Async twin of :meth:`_read`."""
-        status = response.status_code
-        cap = self._body_cap(status, response.headers)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > cap:
-                return self._body_over(status, chunks, cap)
-        return b"".join(chunks)
-
-    async def _aread_aiohttp(self, resp: aiohttp.ClientResponse) -> bytes:
-        """:meth:`_read` for an aiohttp response."""
-        status = resp.status
-        cap = self._body_cap(status, resp.headers)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_any():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > cap:
-                return self._body_over(status, chunks, cap)
-        return b"".join(chunks)
+    async def _aread(
+        self, status: int, headers: Mapping[str, str], chunks: AsyncIterator[bytes]
+    ) -> bytes:
+        """Async twin of :meth:`_read` (httpx's ``aiter_bytes`` or aiohttp's ``iter_any``)."""
+        body = _CappedBody(self, status, headers)
+        async for chunk in chunks:
+            if body.feed(chunk):
+                break
+        return body.result()
 
     async def arequest_json(self, req: Request, *, deadline: float | None = None) -> Any:
         """Async twin of :meth:`request_json`; the total deadline is exact here."""
@@ -525,7 +525,7 @@ class Endpoint:
         try:
             if isinstance(client, aiohttp.ClientSession):
                 async with client.request(**self._aiohttp_kwargs(req, deadline, False)) as resp:
-                    body = await self._aread_aiohttp(resp)
+                    body = await self._aread(resp.status, resp.headers, resp.content.iter_any())
                     return self._decode_json(resp.status, resp.headers, body)
             if deadline is None:
                 response, body = await self._ahttpx_request(client, req, deadline)
@@ -542,7 +542,8 @@ class Endpoint:
         request = client.build_request(**self._build(req, deadline, False))
         response = await client.send(request, stream=True)
         try:
-            return response, await self._aread(response)
+            body = await self._aread(response.status_code, response.headers, response.aiter_bytes())
+            return response, body
         finally:
             await response.aclose()
 
@@ -567,7 +568,9 @@ class Endpoint:
             status = response.status_code
             if status >= 400:
                 try:
-                    body = await self._aread(response)
+                    body = await self._aread(
+                        response.status_code, response.headers, response.aiter_bytes()
+                    )
                 except httpx.HTTPError as exc:
                     raise _transport_error(exc, self.backend, self.idempotent) from exc
                 raise self._error(status, response.headers, body)
@@ -608,7 +611,7 @@ class Endpoint:
         try:
             if resp.status >= 400:
                 try:
-                    body = await self._aread_aiohttp(resp)
+                    body = await self._aread(resp.status, resp.headers, resp.content.iter_any())
                 except _TRANSPORT_ERRORS as exc:
                     raise _transport_error(exc, self.backend, self.idempotent) from exc
                 raise self._error(resp.status, resp.headers, body)
